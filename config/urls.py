@@ -1,0 +1,25 @@
+"""URL wiring: each app's pages and API live in the app; this file only mounts them."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from contacts import api as contacts_api
+from core.api import urls as core_api
+
+api_v1 = [
+    path("", include(contacts_api.urlpatterns)),
+    path("", include(core_api.urlpatterns)),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("contacts/", include("contacts.urls")),
+    path("", include("analytics.urls")),
+    path("", include("core.urls")),
+]
+
+handler404 = "core.views.errors.page_not_found"
+handler500 = "core.views.errors.server_error"
+handler403 = "core.views.errors.permission_denied"

@@ -1,0 +1,229 @@
+"""REST API for contacts (API.md: Contacts). Thin: parse, call one service or selector, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from django.urls import path
+
+from contacts import services, validators
+from contacts.models import Contact, ContactStatus
+from contacts.selectors import CONTACT_ORDERINGS, ContactFilter, contact_get, contact_list
+from core.api.idempotency import idempotent
+from core.models import ApiKey
+
+
+def _django_validator(func: Any) -> Any:
+    """Run one of contacts.validators and turn its error into a serializer error."""
+
+    def run(value: Any) -> Any:
+        from django.core.exceptions import ValidationError
+
+        try:
+            return func(value)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+
+    return run
+
+
+class ContactSerializer(serializers.ModelSerializer[Contact]):
+    tags = serializers.SerializerMethodField()
+    stages = serializers.SerializerMethodField(
+        help_text="Funnel id -> stage id of the contact's current stage in each funnel."
+    )
+
+    class Meta:
+        model = Contact
+        fields = [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "locale",
+            "timezone",
+            "attributes",
+            "tags",
+            "status",
+            "source",
+            "score",
+            "created_at",
+            "confirmed_at",
+            "unsubscribed_at",
+            "stages",
+        ]
+        read_only_fields = fields
+
+    def get_tags(self, contact: Contact) -> list[str]:
+        return sorted(tag.name for tag in contact.tags.all())
+
+    def get_stages(self, contact: Contact) -> dict[str, str]:
+        # Funnel stages arrive with the funnel app (issue 4), which sits above contacts.
+        return {}
+
+
+class ConsentSerializer(serializers.Serializer[Any]):
+    text = serializers.CharField(max_length=10_000)
+    ip = serializers.IPAddressField(required=False, allow_null=True)
+    at = serializers.DateTimeField()
+
+
+class ContactInputSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField(max_length=320)
+    first_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    locale = serializers.CharField(
+        max_length=10,
+        required=False,
+        allow_blank=True,
+        validators=[_django_validator(validators.validate_locale)],
+    )
+    timezone = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        validators=[_django_validator(validators.validate_timezone)],
+    )
+    attributes = serializers.JSONField(
+        required=False,
+        validators=[_django_validator(validators.validate_attributes)],
+        help_text="Merged into the stored attributes; a key set to null is removed.",
+    )
+    tags = serializers.JSONField(
+        required=False, help_text="The contact's tags: replaces the stored ones."
+    )
+    status = serializers.ChoiceField(choices=ContactStatus.choices, required=False)
+    source = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    score = serializers.IntegerField(required=False, min_value=-1_000_000, max_value=1_000_000)
+    consent = ConsentSerializer(required=False)
+
+    def validate_email(self, value: str) -> str:
+        return _django_validator(validators.normalize_email)(value)  # type: ignore[no-any-return]
+
+    def validate_tags(self, value: Any) -> list[str]:
+        return _django_validator(validators.clean_tags)(value)  # type: ignore[no-any-return]
+
+    def consent_proof(self, *, source: str) -> services.ConsentProof | None:
+        consent = self.validated_data.get("consent")
+        if consent is None:
+            return None
+        return services.ConsentProof(
+            text=consent["text"], at=consent["at"], ip=consent.get("ip"), source=source
+        )
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in self.validated_data.items()
+            if key not in {"email", "consent"}
+        }
+
+
+class ContactFilterSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField(required=False, allow_blank=True)
+    status = serializers.ChoiceField(choices=ContactStatus.choices, required=False)
+    tag = serializers.CharField(required=False, allow_blank=True)
+    search = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    ordering = serializers.ChoiceField(choices=sorted(CONTACT_ORDERINGS), required=False)
+
+    def to_filter(self) -> ContactFilter:
+        return ContactFilter(**self.validated_data)
+
+
+def _recorded_by(request: Request) -> str:
+    api_key = request.auth
+    return f"api_key:{api_key.prefix}" if isinstance(api_key, ApiKey) else "api"
+
+
+def _workspace(request: Request) -> Any:
+    assert isinstance(request.auth, ApiKey)
+    return request.auth.workspace
+
+
+class ContactListApi(GenericAPIView[Contact]):
+    serializer_class = ContactSerializer
+
+    @extend_schema(
+        parameters=[
+            ContactFilterSerializer,
+            OpenApiParameter("stage", str, description="Stage id (with the funnel app)."),
+        ],
+        responses=ContactSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = ContactFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        contacts = contact_list(workspace=_workspace(request), filters=params.to_filter())
+        page = self.paginate_queryset(contacts)
+        return self.get_paginated_response(ContactSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ContactInputSerializer,
+        responses={200: ContactSerializer, 201: ContactSerializer},
+        description=str(
+            _("Upsert by email (case-insensitive): 201 when created, 200 when it existed.")
+        ),
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        payload = ContactInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        recorded_by = _recorded_by(request)
+        contact, created = services.contact_upsert(
+            workspace=_workspace(request),
+            email=payload.validated_data["email"],
+            changes=payload.changes(),
+            consent=payload.consent_proof(source=recorded_by),
+            recorded_by=recorded_by,
+        )
+        contact = contact_get(workspace=_workspace(request), contact_id=contact.pk)
+        return Response(
+            ContactSerializer(contact).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ContactDetailApi(GenericAPIView[Contact]):
+    serializer_class = ContactSerializer
+
+    @extend_schema(responses=ContactSerializer)
+    def get(self, request: Request, pk: str) -> Response:
+        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        return Response(ContactSerializer(contact).data)
+
+    @extend_schema(request=ContactInputSerializer(partial=True), responses=ContactSerializer)
+    def patch(self, request: Request, pk: str) -> Response:
+        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        payload = ContactInputSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        if "email" in payload.validated_data and payload.validated_data["email"] != contact.email:
+            raise serializers.ValidationError(
+                {"email": [_("The address identifies the contact and cannot be changed.")]}
+            )
+        recorded_by = _recorded_by(request)
+        services.contact_update(
+            contact=contact,
+            changes=payload.changes(),
+            consent=payload.consent_proof(source=recorded_by),
+            recorded_by=recorded_by,
+        )
+        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        return Response(ContactSerializer(contact).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: str) -> Response:
+        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        services.contact_erase(contact=contact)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+urlpatterns = [
+    path("contacts/", ContactListApi.as_view(), name="api-contact-list"),
+    path("contacts/<uuid:pk>/", ContactDetailApi.as_view(), name="api-contact-detail"),
+]

@@ -1,0 +1,14 @@
+"""What the contacts app announces to the apps above it (funnel, campaigns, analytics).
+
+Each is sent inside the transaction that made the change; receivers schedule their work with
+transaction.on_commit. Arguments: workspace_id and contact_id as strings.
+"""
+
+from django.dispatch import Signal
+
+contact_created = Signal()
+contact_subscribed = Signal()
+# Sent when a contact must receive no further marketing mail: unsubscribed, bounced, complained
+# or erased. Receivers end enrollments and cancel messages not yet handed to the ESP.
+contact_unsubscribed = Signal()
+contact_erased = Signal()

@@ -1,0 +1,65 @@
+"""Mail transport pieces of our own: the local outbox backend and workspace tagging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from email.utils import parseaddr
+from typing import Any
+
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
+
+WORKSPACE_ATTRIBUTE = "funnelwerk_workspace_id"
+
+
+def tag_workspace(message: EmailMessage, workspace_id: object) -> EmailMessage:
+    """Remember which workspace a mail belongs to, without putting it into a header."""
+    setattr(message, WORKSPACE_ATTRIBUTE, str(workspace_id))
+    return message
+
+
+def _html_part(message: EmailMessage) -> str:
+    if isinstance(message, EmailMultiAlternatives):
+        for content, mimetype in message.alternatives:
+            if mimetype == "text/html":
+                return str(content)
+    if getattr(message, "content_subtype", "plain") == "html":
+        return str(message.body)
+    return ""
+
+
+def _bare_addresses(addresses: Sequence[str]) -> list[str]:
+    return [parseaddr(address)[1] or address for address in addresses]
+
+
+class OutboxEmailBackend(BaseEmailBackend):
+    """Stores every mail as an OutboxMessage row; nothing leaves the machine.
+
+    The outbox page in the UI shows them with their parts, headers and working links.
+    """
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        from core.models import OutboxMessage
+
+        stored = 0
+        for message in email_messages:
+            if not message.recipients():
+                continue
+            mime = message.message()
+            html = _html_part(message)
+            text = "" if getattr(message, "content_subtype", "plain") == "html" else message.body
+            headers: dict[str, Any] = {key: str(value) for key, value in mime.items()}
+            OutboxMessage.objects.create(
+                workspace_id=getattr(message, WORKSPACE_ATTRIBUTE, None),
+                from_email=message.from_email,
+                to=_bare_addresses(message.to),
+                cc=_bare_addresses(message.cc),
+                bcc=_bare_addresses(message.bcc),
+                subject=message.subject,
+                text_body=str(text),
+                html_body=html,
+                headers=headers,
+                raw=mime.as_string(),
+            )
+            stored += 1
+        return stored
