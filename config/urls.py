@@ -1,12 +1,12 @@
 """URL wiring: each app's pages and API live in the app; this file only mounts them."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contacts import api as contacts_api
 from core.api import urls as core_api
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include(contacts_api.urlpatterns)),
     path("", include(core_api.urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
-from django.urls import path
 
 from contacts import services, validators
 from contacts.models import Contact, ContactStatus
@@ -18,11 +19,13 @@ from contacts.selectors import CONTACT_ORDERINGS, ContactFilter, contact_get, co
 from core.api.idempotency import idempotent
 from core.models import ApiKey
 
+T = TypeVar("T")
 
-def _django_validator(func: Any) -> Any:
+
+def _django_validator(func: Callable[[Any], T]) -> Callable[[Any], T]:
     """Run one of contacts.validators and turn its error into a serializer error."""
 
-    def run(value: Any) -> Any:
+    def run(value: Any) -> T:
         from django.core.exceptions import ValidationError
 
         try:
@@ -92,22 +95,26 @@ class ContactInputSerializer(serializers.Serializer[Any]):
     )
     attributes = serializers.JSONField(
         required=False,
-        validators=[_django_validator(validators.validate_attributes)],
         help_text="Merged into the stored attributes; a key set to null is removed.",
     )
     tags = serializers.JSONField(
         required=False, help_text="The contact's tags: replaces the stored ones."
     )
     status = serializers.ChoiceField(choices=ContactStatus.choices, required=False)
-    source = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    source = serializers.CharField(  # type: ignore[assignment]  # a field, not Field.source
+        max_length=200, required=False, allow_blank=True
+    )
     score = serializers.IntegerField(required=False, min_value=-1_000_000, max_value=1_000_000)
     consent = ConsentSerializer(required=False)
 
     def validate_email(self, value: str) -> str:
-        return _django_validator(validators.normalize_email)(value)  # type: ignore[no-any-return]
+        return _django_validator(validators.normalize_email)(value)
+
+    def validate_attributes(self, value: Any) -> dict[str, Any]:
+        return _django_validator(validators.validate_attributes)(value)
 
     def validate_tags(self, value: Any) -> list[str]:
-        return _django_validator(validators.clean_tags)(value)  # type: ignore[no-any-return]
+        return _django_validator(validators.clean_tags)(value)
 
     def consent_proof(self, *, source: str) -> services.ConsentProof | None:
         consent = self.validated_data.get("consent")

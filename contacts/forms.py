@@ -19,9 +19,7 @@ class ContactFilterForm(forms.Form):
         label=_("Status"), required=False, choices=[("", _("Any status")), *ContactStatus.choices]
     )
     tag = forms.CharField(label=_("Tag"), required=False, max_length=100)
-    ordering = forms.ChoiceField(
-        required=False, choices=[(key, key) for key in CONTACT_ORDERINGS]
-    )
+    ordering = forms.ChoiceField(required=False, choices=[(key, key) for key in CONTACT_ORDERINGS])
 
     def to_filter(self) -> ContactFilter:
         if not self.is_valid():
@@ -100,7 +98,9 @@ class ContactForm(forms.Form):
         if contact is not None:
             self.fields["email"].disabled = True
             if contact.status not in SETTABLE_STATUSES:
-                self.fields["status"].choices = [(contact.status, contact.get_status_display())]
+                status_field = self.fields["status"]
+                assert isinstance(status_field, forms.ChoiceField)
+                status_field.choices = [(contact.status, contact.get_status_display())]
                 self.fields["status"].disabled = True
 
     def clean_email(self) -> str:
@@ -144,7 +144,9 @@ class ContactForm(forms.Form):
         changes["tags"] = data["tags"]
         if self.contact is not None:
             # The form shows the whole object: keys removed in the form are removed.
-            removed = {key: None for key in self.contact.attributes if key not in data["attributes"]}
+            removed = {
+                key: None for key in self.contact.attributes if key not in data["attributes"]
+            }
             changes["attributes"] = {**removed, **data["attributes"]}
         else:
             changes["attributes"] = data["attributes"]
@@ -156,6 +158,4 @@ class ContactForm(forms.Form):
         data = self.cleaned_data
         if not data.get("consent_text") or not data.get("consent_at"):
             return None
-        return ConsentProof(
-            text=data["consent_text"], at=data["consent_at"], source=recorded_by
-        )
+        return ConsentProof(text=data["consent_text"], at=data["consent_at"], source=recorded_by)

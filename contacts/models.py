@@ -43,7 +43,7 @@ class Tag(models.Model):
 
 
 class ContactQuerySet(models.QuerySet["Contact"]):
-    def for_workspace(self, workspace: Workspace | uuid.UUID | str) -> ContactQuerySet:
+    def for_workspace(self, workspace: Workspace | uuid.UUID) -> ContactQuerySet:
         return self.filter(workspace=workspace)
 
     def subscribed(self) -> ContactQuerySet:

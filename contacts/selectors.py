@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from django.db.models import Q
@@ -53,7 +54,7 @@ def contact_list(*, workspace: Workspace, filters: ContactFilter | None = None) 
     return contacts.order_by(ordering, "pk")
 
 
-def contact_get(*, workspace: Workspace, contact_id: object) -> Contact:
+def contact_get(*, workspace: Workspace, contact_id: uuid.UUID | str) -> Contact:
     """One contact of this workspace; Contact.DoesNotExist for any other id."""
     return Contact.objects.for_workspace(workspace).prefetch_related("tags").get(pk=contact_id)
 

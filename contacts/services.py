@@ -67,8 +67,12 @@ def suppression_add(*, workspace: Workspace, email: str, reason: str) -> None:
 
 def _set_tags(*, contact: Contact, tags: Iterable[str]) -> None:
     names = list(dict.fromkeys(tags))
-    existing = {tag.name: tag for tag in Tag.objects.filter(workspace=contact.workspace, name__in=names)}
-    missing = [Tag(workspace=contact.workspace, name=name) for name in names if name not in existing]
+    existing = {
+        tag.name: tag for tag in Tag.objects.filter(workspace=contact.workspace, name__in=names)
+    }
+    missing = [
+        Tag(workspace=contact.workspace, name=name) for name in names if name not in existing
+    ]
     if missing:
         Tag.objects.bulk_create(missing, ignore_conflicts=True)
         existing = {
@@ -128,8 +132,10 @@ def contact_change_status(
     if status == ContactStatus.SUBSCRIBED:
         if consent is None or not consent.text.strip():
             raise ApplicationError(
-                _("A contact becomes subscribed only with proof of consent: "
-                  "give consent with text, ip and at."),
+                _(
+                    "A contact becomes subscribed only with proof of consent: "
+                    "give consent with text, ip and at."
+                ),
                 field="consent",
             )
         suppressed = Suppression.objects.filter(
@@ -137,8 +143,10 @@ def contact_change_status(
         ).exists()
         if contact.status in SUPPRESSING_STATUSES or suppressed:
             raise ConflictError(
-                _("This address unsubscribed, bounced or complained; only a new double opt-in "
-                  "started by the person can subscribe it again."),
+                _(
+                    "This address unsubscribed, bounced or complained; only a new double opt-in "
+                    "started by the person can subscribe it again."
+                ),
                 field="status",
             )
         ConsentRecord.objects.create(
@@ -251,8 +259,12 @@ def contact_erase(*, contact: Contact) -> None:
 
     Everything hanging off the contact goes with it. Safe to run twice.
     """
-    suppression_add(workspace=contact.workspace, email=contact.email, reason=SuppressionReason.ERASED)
+    suppression_add(
+        workspace=contact.workspace, email=contact.email, reason=SuppressionReason.ERASED
+    )
     workspace_id, contact_id = str(contact.workspace_id), str(contact.pk)
-    signals.contact_unsubscribed.send(sender=Contact, workspace_id=workspace_id, contact_id=contact_id)
+    signals.contact_unsubscribed.send(
+        sender=Contact, workspace_id=workspace_id, contact_id=contact_id
+    )
     Contact.objects.filter(pk=contact.pk).delete()
     signals.contact_erased.send(sender=Contact, workspace_id=workspace_id, contact_id=contact_id)

@@ -31,7 +31,9 @@ def normalize_email(value: str) -> str:
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ValidationError(_("Enter a valid email address: %(reason)s") % {"reason": exc}) from exc
+        raise ValidationError(
+            _("Enter a valid email address: %(reason)s") % {"reason": exc}
+        ) from exc
     return result.normalized.lower()
 
 

@@ -74,7 +74,9 @@ def contact_create(request: HttpRequest, membership: Membership) -> HttpResponse
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
             if created:
-                messages.success(request, _("Contact %(email)s created.") % {"email": contact.email})
+                messages.success(
+                    request, _("Contact %(email)s created.") % {"email": contact.email}
+                )
             else:
                 messages.info(
                     request,

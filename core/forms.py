@@ -63,7 +63,9 @@ class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
         widgets = {"postal_address": forms.Textarea(attrs={"rows": 3})}
 
     def clean_timezone(self) -> str:
-        return validate_timezone(str(self.cleaned_data["timezone"]))
+        timezone = str(self.cleaned_data["timezone"])
+        validate_timezone(timezone)
+        return timezone
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

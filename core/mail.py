@@ -55,7 +55,7 @@ class OutboxEmailBackend(BaseEmailBackend):
                 to=_bare_addresses(message.to),
                 cc=_bare_addresses(message.cc),
                 bcc=_bare_addresses(message.bcc),
-                subject=message.subject,
+                subject=str(message.subject),
                 text_body=str(text),
                 html_body=html,
                 headers=headers,

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db.models import QuerySet
 
 from core.models import ApiKey, Invitation, Membership, OutboxMessage, Role, User, Workspace
 
 
 def memberships_for_user(*, user: User) -> QuerySet[Membership]:
-    return Membership.objects.filter(user=user).select_related("workspace").order_by(
-        "workspace__name"
+    return (
+        Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
     )
 
 
 def membership_for(*, user: User, workspace_id: object) -> Membership | None:
-    """The user's membership in that workspace, or None when they are not a member."""
+    """The user's membership in that workspace, or None when they are not a member
+    (or when `workspace_id` is not a workspace id at all)."""
+    try:
+        workspace_uuid = uuid.UUID(str(workspace_id))
+    except ValueError:
+        return None
     return (
         Membership.objects.select_related("workspace", "user")
-        .filter(user=user, workspace_id=workspace_id)
+        .filter(user=user, workspace_id=workspace_uuid)
         .first()
     )
 
 
 def workspace_members(*, workspace: Workspace) -> QuerySet[Membership]:
-    return Membership.objects.filter(workspace=workspace).select_related("user").order_by(
-        "user__email"
+    return (
+        Membership.objects.filter(workspace=workspace)
+        .select_related("user")
+        .order_by("user__email")
     )
 
 
@@ -52,7 +61,7 @@ def outbox_for_user(*, user: User) -> QuerySet[OutboxMessage]:
     messages = OutboxMessage.objects.all()
     if user.is_superuser:
         return messages
-    workspace_ids = Membership.objects.filter(
-        user=user, role__in=[Role.ADMIN, Role.OWNER]
-    ).values("workspace_id")
+    workspace_ids = Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER]).values(
+        "workspace_id"
+    )
     return messages.filter(workspace_id__in=workspace_ids)

@@ -56,7 +56,9 @@ def workspace_create(*, name: str, owner: User, **fields: object) -> Workspace:
 def user_signup(*, email: str, password: str, name: str, workspace_name: str) -> User:
     """Create a new user and their own workspace (SaaS sign-up)."""
     if User.objects.filter(email__iexact=email.strip()).exists():
-        raise ConflictError(_("An account with this address exists; log in instead."), field="email")
+        raise ConflictError(
+            _("An account with this address exists; log in instead."), field="email"
+        )
     user = User.objects.create_user(email=email.strip(), password=password, name=name.strip())
     workspace_create(name=workspace_name, owner=user)
     return user
@@ -149,7 +151,10 @@ def invitation_revoke(*, actor: Membership, invitation: Invitation) -> None:
     """Revoke an open invitation of the actor's workspace. Safe to run twice."""
     _require_role(actor=actor, required=Role.ADMIN)
     Invitation.objects.filter(
-        id=invitation.id, workspace=actor.workspace, revoked_at__isnull=True, accepted_at__isnull=True
+        id=invitation.id,
+        workspace=actor.workspace,
+        revoked_at__isnull=True,
+        accepted_at__isnull=True,
     ).update(revoked_at=timezone.now())
 
 
@@ -229,9 +234,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     parts = raw_key.split("_")
     if len(parts) < 3 or parts[0] != API_KEY_PREFIX:
         return None
-    api_key = (
-        ApiKey.objects.active().select_related("workspace").filter(prefix=parts[1]).first()
-    )
+    api_key = ApiKey.objects.active().select_related("workspace").filter(prefix=parts[1]).first()
     if api_key is None or not hmac.compare_digest(api_key.key_hash, _api_key_digest(raw_key)):
         return None
     now = timezone.now()

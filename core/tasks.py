@@ -19,7 +19,9 @@ def invitation_send_email(invitation_id: str) -> None:
     from core.services import invitation_token
 
     invitation = (
-        Invitation.objects.select_related("workspace", "invited_by").filter(id=invitation_id).first()
+        Invitation.objects.select_related("workspace", "invited_by")
+        .filter(id=invitation_id)
+        .first()
     )
     if invitation is None or not invitation.is_open:
         return
@@ -37,7 +39,9 @@ def invitation_send_email(invitation_id: str) -> None:
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[invitation.email],
         )
-        message.attach_alternative(render_to_string("core/email/invitation.html", context), "text/html")
+        message.attach_alternative(
+            render_to_string("core/email/invitation.html", context), "text/html"
+        )
     tag_workspace(message, invitation.workspace_id)
     message.send()
 

@@ -4,8 +4,13 @@ from django.urls import path
 from core.views import accounts, health, workspace
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="core/login.html",
-         redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="core/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", accounts.signup, name="signup"),
     path(

@@ -84,7 +84,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": SQLITE_PATH,
+            "NAME": str(SQLITE_PATH),
             # Web, worker and beat share the file: WAL lets readers run beside a writer, the
             # busy timeout waits instead of failing, and IMMEDIATE takes the write lock when a
             # transaction starts so two writers never deadlock on lock upgrade.

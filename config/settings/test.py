@@ -7,7 +7,7 @@ import dj_database_url
 from config.env import env_str
 from config.settings.base import *
 
-SECRET_KEY = "test-secret-key-not-for-production-use-0123456789"
+SECRET_KEY = "test-secret-key-not-for-production-use-0123456789"  # noqa: S105
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 PUBLIC_BASE_URL = "http://testserver"

@@ -53,7 +53,9 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         assert isinstance(request.user, User)
         try:
-            workspace = services.workspace_create(name=form.cleaned_data["name"], owner=request.user)
+            workspace = services.workspace_create(
+                name=form.cleaned_data["name"], owner=request.user
+            )
         except ApplicationError as exc:
             form.add_error(exc.field, exc.message)
         else:

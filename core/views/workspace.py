@@ -125,9 +125,7 @@ def api_keys(request: HttpRequest, membership: Membership) -> HttpResponse:
 @require_POST
 @workspace_view(write=Role.ADMIN)
 def api_key_revoke(request: HttpRequest, membership: Membership, pk: str) -> HttpResponse:
-    api_key = get_object_or_404(
-        selectors.workspace_api_keys(workspace=membership.workspace), pk=pk
-    )
+    api_key = get_object_or_404(selectors.workspace_api_keys(workspace=membership.workspace), pk=pk)
     services.api_key_revoke(api_key=api_key)
     messages.success(request, _("API key %(name)s revoked.") % {"name": api_key.name})
     return redirect("api-keys")
@@ -155,7 +153,9 @@ def outbox_message_html(request: HttpRequest, membership: Membership, pk: str) -
     running and its forms from posting, while its links open in a new tab."""
     assert isinstance(request.user, User)
     mail = get_object_or_404(selectors.outbox_for_user(user=request.user), pk=pk)
-    response = HttpResponse(_with_base_target(mail.html_body), content_type="text/html; charset=utf-8")
+    response = HttpResponse(
+        _with_base_target(mail.html_body), content_type="text/html; charset=utf-8"
+    )
     response["Content-Security-Policy"] = (
         "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
         "img-src * data:; style-src 'unsafe-inline'; font-src *"

@@ -17,7 +17,14 @@ def run(*args: str) -> str:
 
 def test_create_workspace_prints_only_the_slug_and_makes_the_owner():
     # when
-    output = run("create_workspace", "Acme Shop", "--owner", "Boss@Example.com", "--password", "s3cret-pass-word")
+    output = run(
+        "create_workspace",
+        "Acme Shop",
+        "--owner",
+        "Boss@Example.com",
+        "--password",
+        "s3cret-pass-word",
+    )
 
     # then
     assert output == "acme-shop\n"

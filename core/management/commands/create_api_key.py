@@ -15,9 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="The workspace's slug (create_workspace prints it).")
         parser.add_argument("--name", default="Created by create_api_key")
-        parser.add_argument(
-            "--read-only", action="store_true", help="A key that can only read."
-        )
+        parser.add_argument("--read-only", action="store_true", help="A key that can only read.")
 
     def handle(self, *args: Any, slug: str, name: str, read_only: bool, **options: Any) -> None:
         workspace = Workspace.objects.filter(slug=slug).first()

@@ -18,7 +18,9 @@ class Command(BaseCommand):
             "--password", help="Password for a new owner account (ignored if it exists)."
         )
 
-    def handle(self, *args: Any, name: str, owner: str, password: str | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, owner: str, password: str | None, **options: Any
+    ) -> None:
         try:
             user = services.user_get_or_create(email=owner, password=password)
             workspace = services.workspace_create(name=name, owner=user)

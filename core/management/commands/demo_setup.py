@@ -42,7 +42,9 @@ class Command(BaseCommand):
                 login_file.parent.mkdir(parents=True, exist_ok=True)
                 login_file.write_text(password)
                 login_file.chmod(0o600)
-        password = login_file.read_text().strip() if login_file.exists() else "(set before; unknown)"
+        password = (
+            login_file.read_text().strip() if login_file.exists() else "(set before; unknown)"
+        )
         base = settings.PUBLIC_BASE_URL
         self.stdout.write(
             f"\n  Funnelwerk demo login:  {base}/login/\n"
