@@ -45,6 +45,10 @@ class WorkspaceCreateForm(forms.Form):
 
 
 class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
+    privacy_policy_url = forms.URLField(
+        label=_("Privacy policy URL"), required=False, assume_scheme="https"
+    )
+
     class Meta:
         model = Workspace
         fields = [
@@ -61,6 +65,7 @@ class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
             "track_clicks",
         ]
         widgets = {"postal_address": forms.Textarea(attrs={"rows": 3})}
+
 
     def clean_timezone(self) -> str:
         timezone = str(self.cleaned_data["timezone"])
