@@ -59,11 +59,14 @@ RUN groupadd --system --gid 10001 funnelwerk \
 
 WORKDIR /app
 
-# Code and static files stay owned by root (read-only for the app); only var/ is writable.
+# Code and static files stay owned by root (read-only for the app); only var/ is writable. The
+# code is byte-compiled here because the app user cannot write __pycache__ at run time.
 COPY --from=builder /opt/venv /opt/venv
 COPY . /app
 COPY --from=builder /app/staticfiles /app/staticfiles
-RUN mkdir -p /app/var && chown funnelwerk:funnelwerk /app/var
+RUN python -m compileall -q /app \
+    && mkdir -p /app/var \
+    && chown funnelwerk:funnelwerk /app/var
 
 USER funnelwerk:funnelwerk
 

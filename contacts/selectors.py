@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from contacts.models import Contact, ContactQuerySet, Tag
+from contacts.validators import normalize_email
 from core.models import Workspace
 
 # Sort keys a request may ask for; nothing else reaches order_by.
@@ -40,7 +42,7 @@ def contact_list(*, workspace: Workspace, filters: ContactFilter | None = None) 
     filters = filters or ContactFilter()
     contacts = Contact.objects.for_workspace(workspace).prefetch_related("tags")
     if filters.email:
-        contacts = contacts.filter(email=filters.email.strip().lower())
+        contacts = contacts.filter(email=_stored_form(filters.email))
     if filters.status:
         contacts = contacts.filter(status=filters.status)
     if filters.tag:
@@ -52,6 +54,14 @@ def contact_list(*, workspace: Workspace, filters: ContactFilter | None = None) 
         )
     ordering = CONTACT_ORDERINGS.get(filters.ordering, DEFAULT_CONTACT_ORDERING)
     return contacts.order_by(ordering, "pk")
+
+
+def _stored_form(email: str) -> str:
+    """The address as contacts store it, so ?email= finds what POST stored."""
+    try:
+        return normalize_email(email)
+    except ValidationError:
+        return email.strip().lower()
 
 
 def contact_get(*, workspace: Workspace, contact_id: uuid.UUID | str) -> Contact:

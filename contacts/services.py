@@ -25,6 +25,7 @@ from contacts.models import (
 )
 from core.exceptions import ApplicationError, ConflictError
 from core.models import Workspace
+from core.services import idempotency_records_forget
 
 # Fields a caller may set directly; status goes through contact_change_status.
 PROFILE_FIELDS = ("first_name", "last_name", "locale", "timezone", "source", "score")
@@ -263,6 +264,7 @@ def contact_erase(*, contact: Contact) -> None:
         workspace=contact.workspace, email=contact.email, reason=SuppressionReason.ERASED
     )
     workspace_id, contact_id = str(contact.workspace_id), str(contact.pk)
+    idempotency_records_forget(workspace_id=workspace_id, resource_id=contact_id)
     signals.contact_unsubscribed.send(
         sender=Contact, workspace_id=workspace_id, contact_id=contact_id
     )

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from core.selectors import membership_for, memberships_for_user
 
@@ -32,4 +34,10 @@ class CurrentWorkspaceMiddleware:
                 if membership is not None:
                     request.session[SESSION_WORKSPACE_KEY] = str(membership.workspace_id)
             request.membership = membership  # type: ignore[attr-defined]
-        return self.get_response(request)
+            if membership is not None:
+                # Times on pages are shown and entered in the workspace's time zone.
+                timezone.activate(zoneinfo.ZoneInfo(membership.workspace.timezone))
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

@@ -15,7 +15,16 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from core.exceptions import ApplicationError, ConflictError
-from core.models import ApiKey, ApiKeyAccess, Invitation, Membership, Role, User, Workspace
+from core.models import (
+    ApiKey,
+    ApiKeyAccess,
+    IdempotencyRecord,
+    Invitation,
+    Membership,
+    Role,
+    User,
+    Workspace,
+)
 from core.tokens import TokenPurpose, token_make, token_read
 
 API_KEY_PREFIX = "fw"
@@ -240,7 +249,15 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - API_KEY_LAST_USED_RESOLUTION)
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - API_KEY_LAST_USED_RESOLUTION)
         ).update(last_used_at=now)
         api_key.last_used_at = now
     return api_key
+
+
+def idempotency_records_forget(*, workspace_id: str, resource_id: str) -> None:
+    """Drop kept Idempotency-Key responses that describe this resource (e.g. an erased
+    contact), so no personal data outlives its erasure. Safe to run twice."""
+    IdempotencyRecord.objects.filter(
+        workspace_id=workspace_id, response_body__id=resource_id
+    ).delete()

@@ -186,9 +186,7 @@ def test_read_only_key_gets_403_on_patch_and_delete(workspace, api):
     _api_key, read_only = make_key(workspace, access="read")
 
     # when
-    patched = read_only.patch(
-        f"{CONTACTS_URL}{contact_id}/", {"first_name": "Eve"}, format="json"
-    )
+    patched = read_only.patch(f"{CONTACTS_URL}{contact_id}/", {"first_name": "Eve"}, format="json")
     deleted = read_only.delete(f"{CONTACTS_URL}{contact_id}/")
 
     # then

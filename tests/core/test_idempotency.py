@@ -218,6 +218,21 @@ def test_an_expired_key_may_carry_another_body(workspace, api):
     assert Contact.objects.count() == 2
 
 
+def test_erasing_the_contact_leaves_no_personal_data_in_stored_responses(workspace, api):
+    # given a contact created with an Idempotency-Key, so its answer is kept for replays
+    body = {"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace"}
+    created = post(api, body, "order-1001")
+    assert created.status_code == 201
+
+    # when the contact is erased (GDPR art. 17)
+    assert api.delete(f"{CONTACTS_URL}{created.json()['id']}/").status_code == 204
+
+    # then no kept response still holds the erased person's address or name
+    assert Contact.objects.count() == 0
+    assert not IdempotencyRecord.objects.filter(response_body__email="ada@example.com").exists()
+    assert not IdempotencyRecord.objects.filter(response_body__last_name="Lovelace").exists()
+
+
 def test_overlong_key_is_400(workspace, api):
     # when
     response = post(api, {"email": "ada@example.com"}, "k" * 256)
