@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contacts import api as contacts_api
+from contacts import public_urls as contacts_public
 from core.api import urls as core_api
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -16,6 +17,7 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("contacts/", include("contacts.urls")),
+    path("", include(contacts_public.urlpatterns)),
     path("", include("analytics.urls")),
     path("", include("core.urls")),
 ]

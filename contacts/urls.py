@@ -1,11 +1,17 @@
-from django.urls import path
+"""Pages of the contacts app, mounted under /contacts/ (public pages: contacts/public_urls.py)."""
 
-from contacts import views
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns = [
-    path("", views.contact_index, name="contact-list"),
-    path("new/", views.contact_create, name="contact-create"),
-    path("<uuid:pk>/", views.contact_detail, name="contact-detail"),
-    path("<uuid:pk>/edit/", views.contact_edit, name="contact-edit"),
-    path("<uuid:pk>/delete/", views.contact_delete, name="contact-delete"),
+from contacts.views import contacts, imports, lists, segments, signup_forms
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", contacts.contact_index, name="contact-list"),
+    path("new/", contacts.contact_create, name="contact-create"),
+    path("<uuid:pk>/", contacts.contact_detail, name="contact-detail"),
+    path("<uuid:pk>/edit/", contacts.contact_edit, name="contact-edit"),
+    path("<uuid:pk>/delete/", contacts.contact_delete, name="contact-delete"),
+    path("lists/", include(lists.urlpatterns)),
+    path("forms/", include(signup_forms.urlpatterns)),
+    path("segments/", include(segments.urlpatterns)),
+    path("imports/", include(imports.urlpatterns)),
 ]

@@ -226,3 +226,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+MEDIA_URL = "/media/"  # uploads are never served publicly; imports are read by the worker
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+DOUBLE_OPT_IN_LIFETIME_DAYS = env_int("DOUBLE_OPT_IN_LIFETIME_DAYS", 7)
+DOUBLE_OPT_IN_REMINDER_AFTER_HOURS = env_int("DOUBLE_OPT_IN_REMINDER_AFTER_HOURS", 48)
+CONFIRMATION_MAIL_INTERVAL_MINUTES = 10
+SIGNUP_RATE_LIMIT_PER_IP = env_str("SIGNUP_RATE_LIMIT_PER_IP", "20/h")

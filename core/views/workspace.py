@@ -73,12 +73,13 @@ def member_change_role(request: HttpRequest, membership: Membership, pk: int) ->
 def member_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     """Admins remove members; anyone may remove themselves (leave the workspace)."""
     member = get_object_or_404(Membership, pk=pk, workspace=membership.workspace)
+    leaving = member.pk == membership.pk
     try:
         services.membership_remove(actor=membership, membership=member)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("members")
-    if member.pk == membership.pk:
+    if leaving:
         messages.success(request, _("You left %(name)s.") % {"name": membership.workspace.name})
         return redirect("dashboard")
     messages.success(request, _("Member removed."))

@@ -47,7 +47,7 @@ def page(browser: object) -> Iterator[object]:
 
 
 @pytest.fixture
-def screenshot(page: object, request: pytest.FixtureRequest):  # noqa: ANN201
+def screenshot(page: object, request: pytest.FixtureRequest):
     """screenshot(name) saves a PNG under test-artifacts/ for a person to look at."""
 
     def take(name: str) -> Path:
