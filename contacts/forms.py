@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from contacts import validators
-from contacts.models import Contact, ContactStatus
+from contacts.models import Contact, ContactStatus, MailingList, SignupForm
 from contacts.selectors import CONTACT_ORDERINGS, DEFAULT_CONTACT_ORDERING, ContactFilter
 from contacts.services import SETTABLE_STATUSES, ConsentProof
+from core.models import Workspace
 
 
 class ContactFilterForm(forms.Form):
@@ -159,3 +162,160 @@ class ContactForm(forms.Form):
         if not data.get("consent_text") or not data.get("consent_at"):
             return None
         return ConsentProof(text=data["consent_text"], at=data["consent_at"], source=recorded_by)
+
+
+class MailingListForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=150)
+    description = forms.CharField(
+        label=_("Description"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("Shown to subscribers on their preference page."),
+    )
+    double_opt_in = forms.BooleanField(
+        label=_("Double opt-in"),
+        required=False,
+        initial=True,
+        help_text=_("Strongly recommended, and required in Germany: people confirm by mail."),
+    )
+    subject_en = forms.CharField(label=_("Confirmation subject (English)"), required=False)
+    body_en = forms.CharField(
+        label=_("Confirmation text (English)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Leave empty for the built-in text. Must contain {confirm_url}."),
+    )
+    subject_de = forms.CharField(label=_("Confirmation subject (German)"), required=False)
+    body_de = forms.CharField(
+        label=_("Confirmation text (German)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Leave empty for the built-in text. Must contain {confirm_url}."),
+    )
+
+    @classmethod
+    def initial_for(cls, mailing_list: MailingList) -> dict[str, Any]:
+        templates = mailing_list.confirmation_templates
+        return {
+            "name": mailing_list.name,
+            "description": mailing_list.description,
+            "double_opt_in": mailing_list.double_opt_in,
+            **{
+                f"{part}_{language}": templates.get(language, {}).get(part, "")
+                for language in ("en", "de")
+                for part in ("subject", "body")
+            },
+        }
+
+    def service_arguments(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "description": data["description"],
+            "double_opt_in": data["double_opt_in"],
+            "confirmation_templates": {
+                language: {"subject": data[f"subject_{language}"], "body": data[f"body_{language}"]}
+                for language in ("en", "de")
+            },
+        }
+
+
+class SignupFormForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=150)
+    mailing_list = forms.ModelChoiceField(label=_("List"), queryset=MailingList.objects.none())
+    ask_first_name = forms.BooleanField(label=_("Ask for the first name"), required=False)
+    ask_last_name = forms.BooleanField(label=_("Ask for the last name"), required=False)
+    names_required = forms.BooleanField(label=_("Names are required"), required=False)
+    custom_fields = forms.CharField(
+        label=_("More fields"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text=_(
+            "One per line: attribute key | label | required, e.g. company | Company | required"
+        ),
+    )
+    consent_text = forms.CharField(
+        label=_("Consent text"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Exactly what people agree to. Changing it later keeps the old version for "
+                    "everyone who agreed to it."),
+    )
+    privacy_policy_url = forms.URLField(label=_("Privacy policy URL"), assume_scheme="https")
+    success_url = forms.URLField(
+        label=_("After signing up, go to"), required=False, assume_scheme="https",
+        help_text=_("Optional: your own thank-you page."),
+    )
+    confirmed_url = forms.URLField(
+        label=_("After confirming, go to"), required=False, assume_scheme="https"
+    )
+    locale = forms.ChoiceField(label=_("Language of the form"), choices=settings.LANGUAGES)
+
+    def __init__(self, *args: Any, workspace: Workspace, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        list_field = self.fields["mailing_list"]
+        assert isinstance(list_field, forms.ModelChoiceField)
+        list_field.queryset = MailingList.objects.filter(workspace=workspace)
+
+    @classmethod
+    def initial_for(cls, signup_form: SignupForm) -> dict[str, Any]:
+        names = {spec["name"]: spec for spec in signup_form.fields}
+        custom = [
+            " | ".join(
+                [spec["name"].removeprefix("attributes."), spec["label"]]
+                + (["required"] if spec["required"] else [])
+            )
+            for spec in signup_form.fields
+            if spec["name"].startswith("attributes.")
+        ]
+        return {
+            "name": signup_form.name,
+            "mailing_list": signup_form.mailing_list_id,
+            "ask_first_name": "first_name" in names,
+            "ask_last_name": "last_name" in names,
+            "names_required": any(
+                names.get(key, {}).get("required") for key in ("first_name", "last_name")
+            ),
+            "custom_fields": "\n".join(custom),
+            "consent_text": signup_form.consent_text.text,
+            "privacy_policy_url": signup_form.privacy_policy_url,
+            "success_url": signup_form.success_url,
+            "confirmed_url": signup_form.confirmed_url,
+            "locale": signup_form.locale,
+        }
+
+    def clean_custom_fields(self) -> list[dict[str, Any]]:
+        specs = []
+        for number, line in enumerate(self.cleaned_data["custom_fields"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = [part.strip() for part in line.split("|")]
+            key = parts[0]
+            label = parts[1] if len(parts) > 1 and parts[1] else key
+            required = len(parts) > 2 and parts[2].lower() in {"required", "yes", "true", "1"}
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,60}$", key):
+                raise ValidationError(
+                    _("Line %(line)d: the key uses letters, digits and _ only.") % {"line": number}
+                )
+            specs.append({"name": f"attributes.{key}", "label": label, "required": required})
+        return specs
+
+    def service_arguments(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        fields = [
+            {"name": name, "label": str(label), "required": data["names_required"]}
+            for name, label, asked in (
+                ("first_name", _("First name"), data["ask_first_name"]),
+                ("last_name", _("Last name"), data["ask_last_name"]),
+            )
+            if asked
+        ]
+        return {
+            "name": data["name"],
+            "mailing_list": data["mailing_list"],
+            "fields": fields + data["custom_fields"],
+            "consent_text": data["consent_text"],
+            "privacy_policy_url": data["privacy_policy_url"],
+            "success_url": data["success_url"],
+            "confirmed_url": data["confirmed_url"],
+            "locale": data["locale"],
+        }

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from contacts import signals
@@ -18,6 +17,7 @@ from contacts.models import (
     ConsentRecord,
     ConsentText,
     Contact,
+    ContactImportError,
     ContactStatus,
     Suppression,
     SuppressionReason,
@@ -25,7 +25,7 @@ from contacts.models import (
 )
 from core.exceptions import ApplicationError, ConflictError
 from core.models import Workspace
-from core.services import idempotency_records_forget
+from core.services import idempotency_records_forget, outbox_forget_address
 
 # Fields a caller may set directly; status goes through contact_change_status.
 PROFILE_FIELDS = ("first_name", "last_name", "locale", "timezone", "source", "score")
@@ -129,7 +129,6 @@ def contact_change_status(
         )
     if status == contact.status:
         return contact
-    now = timezone.now()
     if status == ContactStatus.SUBSCRIBED:
         if consent is None or not consent.text.strip():
             raise ApplicationError(
@@ -169,23 +168,10 @@ def contact_change_status(
             sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
         )
     elif status == ContactStatus.UNSUBSCRIBED:
-        ConsentRecord.objects.create(
-            workspace_id=contact.workspace_id,
-            contact=contact,
-            kind=ConsentKind.UNSUBSCRIBE,
-            occurred_at=now,
-            source=recorded_by,
-            recorded_by=recorded_by,
-        )
-        suppression_add(
-            workspace=contact.workspace, email=contact.email, reason=SuppressionReason.UNSUBSCRIBED
-        )
-        contact.status = ContactStatus.UNSUBSCRIBED
-        contact.unsubscribed_at = now
-        contact.save(update_fields=["status", "unsubscribed_at", "updated_at"])
-        signals.contact_unsubscribed.send(
-            sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
-        )
+        from contacts.subscriptions import contact_unsubscribe_all
+
+        contact_unsubscribe_all(contact=contact, source=recorded_by or "api")
+        contact.refresh_from_db()
     else:  # not_subscribed: consent withdrawn or never given, without suppressing the address
         if contact.status in SUPPRESSING_STATUSES:
             raise ConflictError(
@@ -258,13 +244,18 @@ def contact_upsert(
 def contact_erase(*, contact: Contact) -> None:
     """Erase the contact's personal data (GDPR art. 17); the address hash stays suppressed.
 
-    Everything hanging off the contact goes with it. Safe to run twice.
+    Everything hanging off the contact goes with it, and so do the copies of the address
+    elsewhere: kept API responses, the local outbox, import error reports. Safe to run twice.
     """
     suppression_add(
         workspace=contact.workspace, email=contact.email, reason=SuppressionReason.ERASED
     )
     workspace_id, contact_id = str(contact.workspace_id), str(contact.pk)
     idempotency_records_forget(workspace_id=workspace_id, resource_id=contact_id)
+    outbox_forget_address(email=contact.email)
+    ContactImportError.objects.filter(
+        contact_import__workspace_id=contact.workspace_id, message__icontains=contact.email
+    ).delete()
     signals.contact_unsubscribed.send(
         sender=Contact, workspace_id=workspace_id, contact_id=contact_id
     )

@@ -10,6 +10,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("<uuid:pk>/", contacts.contact_detail, name="contact-detail"),
     path("<uuid:pk>/edit/", contacts.contact_edit, name="contact-edit"),
     path("<uuid:pk>/delete/", contacts.contact_delete, name="contact-delete"),
+    path("<uuid:pk>/export.json", contacts.contact_export_json, name="contact-export"),
     path("lists/", include(lists.urlpatterns)),
     path("forms/", include(signup_forms.urlpatterns)),
     path("segments/", include(segments.urlpatterns)),

@@ -66,7 +66,6 @@ class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
         ]
         widgets = {"postal_address": forms.Textarea(attrs={"rows": 3})}
 
-
     def clean_timezone(self) -> str:
         timezone = str(self.cleaned_data["timezone"])
         validate_timezone(timezone)

@@ -261,3 +261,10 @@ def idempotency_records_forget(*, workspace_id: str, resource_id: str) -> None:
     IdempotencyRecord.objects.filter(
         workspace_id=workspace_id, response_body__id=resource_id
     ).delete()
+
+
+def outbox_forget_address(*, email: str) -> None:
+    """Delete local-outbox copies of mails to this address (part of erasing a person)."""
+    from core.models import OutboxMessage
+
+    OutboxMessage.objects.filter(raw__icontains=email).delete()

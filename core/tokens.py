@@ -9,6 +9,8 @@ from django.core import signing
 
 class TokenPurpose:
     INVITATION = "funnelwerk.core.invitation"
+    CONFIRM = "funnelwerk.contacts.confirm"
+    UNSUBSCRIBE = "funnelwerk.contacts.unsubscribe"
 
 
 def token_make(*, purpose: str, value: str) -> str:

@@ -213,6 +213,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "idempotency-records-purge": {"task": "core.idempotency_records_purge", "schedule": 3600.0},
+    "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False
@@ -232,3 +233,4 @@ DOUBLE_OPT_IN_LIFETIME_DAYS = env_int("DOUBLE_OPT_IN_LIFETIME_DAYS", 7)
 DOUBLE_OPT_IN_REMINDER_AFTER_HOURS = env_int("DOUBLE_OPT_IN_REMINDER_AFTER_HOURS", 48)
 CONFIRMATION_MAIL_INTERVAL_MINUTES = 10
 SIGNUP_RATE_LIMIT_PER_IP = env_str("SIGNUP_RATE_LIMIT_PER_IP", "20/h")
+NUM_PROXIES = env_int("NUM_PROXIES", 0)

@@ -14,15 +14,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from contacts import services, validators
+from contacts.gdpr import contact_export
 from contacts.models import Contact, ContactStatus
 from contacts.selectors import CONTACT_ORDERINGS, ContactFilter, contact_get, contact_list
 from core.api.idempotency import idempotent
-from core.models import ApiKey
+from core.models import ApiKey, Workspace
 
 T = TypeVar("T")
 
 
-def _django_validator(func: Callable[[Any], T]) -> Callable[[Any], T]:
+def django_validator(func: Callable[[Any], T]) -> Callable[[Any], T]:
     """Run one of contacts.validators and turn its error into a serializer error."""
 
     def run(value: Any) -> T:
@@ -85,13 +86,13 @@ class ContactInputSerializer(serializers.Serializer[Any]):
         max_length=10,
         required=False,
         allow_blank=True,
-        validators=[_django_validator(validators.validate_locale)],
+        validators=[django_validator(validators.validate_locale)],
     )
     timezone = serializers.CharField(
         max_length=64,
         required=False,
         allow_blank=True,
-        validators=[_django_validator(validators.validate_timezone)],
+        validators=[django_validator(validators.validate_timezone)],
     )
     attributes = serializers.JSONField(
         required=False,
@@ -108,13 +109,13 @@ class ContactInputSerializer(serializers.Serializer[Any]):
     consent = ConsentSerializer(required=False)
 
     def validate_email(self, value: str) -> str:
-        return _django_validator(validators.normalize_email)(value)
+        return django_validator(validators.normalize_email)(value)
 
     def validate_attributes(self, value: Any) -> dict[str, Any]:
-        return _django_validator(validators.validate_attributes)(value)
+        return django_validator(validators.validate_attributes)(value)
 
     def validate_tags(self, value: Any) -> list[str]:
-        return _django_validator(validators.clean_tags)(value)
+        return django_validator(validators.clean_tags)(value)
 
     def consent_proof(self, *, source: str) -> services.ConsentProof | None:
         consent = self.validated_data.get("consent")
@@ -148,7 +149,7 @@ def _recorded_by(request: Request) -> str:
     return f"api_key:{api_key.prefix}" if isinstance(api_key, ApiKey) else "api"
 
 
-def _workspace(request: Request) -> Any:
+def api_workspace(request: Request) -> Workspace:
     assert isinstance(request.auth, ApiKey)
     return request.auth.workspace
 
@@ -166,7 +167,7 @@ class ContactListApi(GenericAPIView[Contact]):
     def get(self, request: Request) -> Response:
         params = ContactFilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        contacts = contact_list(workspace=_workspace(request), filters=params.to_filter())
+        contacts = contact_list(workspace=api_workspace(request), filters=params.to_filter())
         page = self.paginate_queryset(contacts)
         return self.get_paginated_response(ContactSerializer(page, many=True).data)
 
@@ -183,13 +184,13 @@ class ContactListApi(GenericAPIView[Contact]):
         payload.is_valid(raise_exception=True)
         recorded_by = _recorded_by(request)
         contact, created = services.contact_upsert(
-            workspace=_workspace(request),
+            workspace=api_workspace(request),
             email=payload.validated_data["email"],
             changes=payload.changes(),
             consent=payload.consent_proof(source=recorded_by),
             recorded_by=recorded_by,
         )
-        contact = contact_get(workspace=_workspace(request), contact_id=contact.pk)
+        contact = contact_get(workspace=api_workspace(request), contact_id=contact.pk)
         return Response(
             ContactSerializer(contact).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -201,12 +202,12 @@ class ContactDetailApi(GenericAPIView[Contact]):
 
     @extend_schema(responses=ContactSerializer)
     def get(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
         return Response(ContactSerializer(contact).data)
 
     @extend_schema(request=ContactInputSerializer(partial=True), responses=ContactSerializer)
     def patch(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
         payload = ContactInputSerializer(data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
         if "email" in payload.validated_data and payload.validated_data["email"] != contact.email:
@@ -220,17 +221,29 @@ class ContactDetailApi(GenericAPIView[Contact]):
             consent=payload.consent_proof(source=recorded_by),
             recorded_by=recorded_by,
         )
-        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
         return Response(ContactSerializer(contact).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
         services.contact_erase(contact=contact)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ContactExportApi(GenericAPIView[Contact]):
+    """Everything held on the contact (GDPR art. 15)."""
+
+    serializer_class = ContactSerializer
+
+    @extend_schema(responses=dict[str, Any])
+    def get(self, request: Request, pk: str) -> Response:
+        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        return Response(contact_export(contact))
 
 
 urlpatterns = [
     path("contacts/", ContactListApi.as_view(), name="api-contact-list"),
     path("contacts/<uuid:pk>/", ContactDetailApi.as_view(), name="api-contact-detail"),
+    path("contacts/<uuid:pk>/export/", ContactExportApi.as_view(), name="api-contact-export"),
 ]

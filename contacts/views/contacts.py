@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -10,6 +12,7 @@ from django.utils.translation import gettext as _
 
 from contacts import services
 from contacts.forms import ContactFilterForm, ContactForm
+from contacts.gdpr import contact_export
 from contacts.models import Contact
 from contacts.selectors import contact_get, contact_list, tag_names
 from core.exceptions import ApplicationError
@@ -50,12 +53,29 @@ def contact_index(request: HttpRequest, membership: Membership) -> HttpResponse:
 @workspace_view()
 def contact_detail(request: HttpRequest, membership: Membership, pk: str) -> HttpResponse:
     contact = _contact_or_404(membership, pk)
-    consent_records = contact.consent_records.select_related("consent_text").all()
+    consent_records = contact.consent_records.select_related(
+        "consent_text", "mailing_list", "signup_form"
+    ).all()
+    subscriptions = contact.subscriptions.select_related("mailing_list").order_by(
+        "mailing_list__name"
+    )
     return render(
         request,
         "contacts/contact_detail.html",
-        {"contact": contact, "consent_records": consent_records},
+        {"contact": contact, "consent_records": consent_records, "subscriptions": subscriptions},
     )
+
+
+@workspace_view()
+def contact_export_json(request: HttpRequest, membership: Membership, pk: str) -> HttpResponse:
+    """Everything held on the contact (GDPR art. 15), as a JSON download."""
+    contact = _contact_or_404(membership, pk)
+    response = HttpResponse(
+        json.dumps(contact_export(contact), indent=2, ensure_ascii=False),
+        content_type="application/json; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="contact-{contact.pk}.json"'
+    return response
 
 
 @workspace_view(read="editor")

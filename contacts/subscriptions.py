@@ -1,0 +1,575 @@
+"""Lists, double opt-in, unsubscribing and preferences: the consent lifecycle of a contact.
+
+Everything a person does through a link in a mail or a public form goes through here, and so
+does the subscribe API. Proof of every step is written as an append-only ConsentRecord.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from contacts import signals
+from contacts.models import (
+    SUPPRESSING_STATUSES,
+    ConsentKind,
+    ConsentRecord,
+    Contact,
+    ContactStatus,
+    MailingList,
+    SignupForm,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from contacts.services import consent_text_version, suppression_add
+from core.exceptions import ApplicationError
+from core.models import Workspace
+from core.tokens import TokenPurpose, token_make, token_read
+
+PROFILE_FIELDS_FROM_SIGNUP = ("first_name", "last_name", "locale")
+
+
+def doi_lifetime() -> timedelta:
+    return timedelta(days=settings.DOUBLE_OPT_IN_LIFETIME_DAYS)
+
+
+@dataclass(frozen=True)
+class SignupContext:
+    """Where and how a signup happened: the proof that goes into the consent record."""
+
+    ip: str | None = None
+    user_agent: str = ""
+    consent_text: str = ""
+    privacy_policy_url: str = ""
+    page_url: str = ""
+    utm: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
+    signup_form: SignupForm | None = None
+    # True when the person themself submitted a form: only then may an address that
+    # unsubscribed, bounced or complained start a new double opt-in.
+    started_by_person: bool = False
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    contact: Contact
+    status: str  # the subscription's status after the call: pending or subscribed
+    confirmation_mailed: bool
+
+
+# --- lists
+
+
+def mailing_lists_with_counts(*, workspace: Workspace) -> QuerySet[MailingList]:
+    """The workspace's lists with subscriber_count (confirmed subscriptions)."""
+    return MailingList.objects.filter(workspace=workspace).annotate(
+        subscriber_count=Count(
+            "subscriptions", filter=Q(subscriptions__status=SubscriptionStatus.SUBSCRIBED)
+        )
+    )
+
+
+def validate_confirmation_templates(templates: Any) -> dict[str, dict[str, str]]:
+    """{"de": {"subject": "...", "body": "... {confirm_url} ..."}}; empty means built-in."""
+    if not isinstance(templates, dict):
+        raise ApplicationError(
+            _("Give an object keyed by language."), field="confirmation_templates"
+        )
+    cleaned: dict[str, dict[str, str]] = {}
+    for locale, template in templates.items():
+        if locale not in dict(settings.LANGUAGES):
+            raise ApplicationError(
+                _("Unknown language %(locale)s.") % {"locale": locale},
+                field="confirmation_templates",
+            )
+        if not isinstance(template, dict):
+            raise ApplicationError(
+                _("Each language needs subject and body."), field="confirmation_templates"
+            )
+        subject = str(template.get("subject", "")).strip()
+        body = str(template.get("body", "")).strip()
+        if not subject and not body:
+            continue
+        if not subject or not body:
+            raise ApplicationError(
+                _("Each language needs both a subject and a body."),
+                field="confirmation_templates",
+            )
+        if "{confirm_url}" not in body:
+            raise ApplicationError(
+                _("The body must contain {confirm_url}, the link that confirms."),
+                field="confirmation_templates",
+            )
+        cleaned[locale] = {"subject": subject, "body": body}
+    return cleaned
+
+
+@transaction.atomic
+def mailing_list_create(*, workspace: Workspace, **fields: Any) -> MailingList:
+    """Create a list (double opt-in unless told otherwise)."""
+    name = str(fields.get("name", "")).strip()
+    if not name:
+        raise ApplicationError(_("A list needs a name."), field="name")
+    fields["name"] = name
+    if "confirmation_templates" in fields:
+        fields["confirmation_templates"] = validate_confirmation_templates(
+            fields["confirmation_templates"]
+        )
+    if MailingList.objects.filter(workspace=workspace, name=name).exists():
+        raise ApplicationError(_("A list with this name exists."), field="name")
+    return MailingList.objects.create(workspace=workspace, **fields)
+
+
+@transaction.atomic
+def mailing_list_update(*, mailing_list: MailingList, **fields: Any) -> MailingList:
+    """Change a list's name, description, double opt-in or confirmation mail."""
+    if "name" in fields:
+        fields["name"] = str(fields["name"]).strip()
+        if not fields["name"]:
+            raise ApplicationError(_("A list needs a name."), field="name")
+        taken = MailingList.objects.filter(
+            workspace_id=mailing_list.workspace_id, name=fields["name"]
+        )
+        if taken.exclude(pk=mailing_list.pk).exists():
+            raise ApplicationError(_("A list with this name exists."), field="name")
+    if "confirmation_templates" in fields:
+        fields["confirmation_templates"] = validate_confirmation_templates(
+            fields["confirmation_templates"]
+        )
+    for name, value in fields.items():
+        setattr(mailing_list, name, value)
+    mailing_list.save()
+    return mailing_list
+
+
+def mailing_list_delete(*, mailing_list: MailingList) -> None:
+    """Delete a list and its subscriptions; refused while a signup form feeds it."""
+    if mailing_list.forms.exists():
+        raise ApplicationError(_("Signup forms still feed this list; delete or move them first."))
+    mailing_list.delete()
+
+
+# --- signing up
+
+
+def _consent_record(
+    *, contact: Contact, kind: str, context: SignupContext, mailing_list: MailingList | None
+) -> ConsentRecord:
+    text = context.consent_text.strip()
+    return ConsentRecord.objects.create(
+        workspace_id=contact.workspace_id,
+        contact=contact,
+        kind=kind,
+        occurred_at=timezone.now(),
+        ip_address=context.ip,
+        user_agent=context.user_agent[:1000],
+        consent_text=consent_text_version(workspace=contact.workspace, text=text) if text else None,
+        privacy_policy_url=context.privacy_policy_url or contact.workspace.privacy_policy_url,
+        mailing_list=mailing_list,
+        signup_form=context.signup_form,
+        page_url=context.page_url[:2000],
+        utm=dict(context.utm),
+        source=context.source[:200],
+        recorded_by=context.source[:200],
+    )
+
+
+def _is_suppressed(contact: Contact) -> bool:
+    if contact.status in SUPPRESSING_STATUSES:
+        return True
+    return Suppression.objects.filter(
+        workspace_id=contact.workspace_id, email_hash=Suppression.hash_email(contact.email)
+    ).exists()
+
+
+def _locked_contact(*, workspace: Workspace, email: str, profile: Mapping[str, Any]) -> Contact:
+    contact = Contact.objects.select_for_update().filter(workspace=workspace, email=email).first()
+    if contact is not None:
+        # A public form must not overwrite what is known: fill only what is empty.
+        changed = []
+        for name in PROFILE_FIELDS_FROM_SIGNUP:
+            if profile.get(name) and not getattr(contact, name):
+                setattr(contact, name, profile[name])
+                changed.append(name)
+        new_attributes = {
+            key: value
+            for key, value in (profile.get("attributes") or {}).items()
+            if key not in contact.attributes
+        }
+        if new_attributes:
+            contact.attributes = {**contact.attributes, **new_attributes}
+            changed.append("attributes")
+        if changed:
+            contact.save(update_fields=[*changed, "updated_at"])
+        return contact
+    values = {name: profile[name] for name in PROFILE_FIELDS_FROM_SIGNUP if profile.get(name)}
+    try:
+        with transaction.atomic():
+            contact = Contact.objects.create(
+                workspace=workspace,
+                email=email,
+                attributes=dict(profile.get("attributes") or {}),
+                source=str(profile.get("source", ""))[:200],
+                **values,
+            )
+    except IntegrityError:
+        return Contact.objects.select_for_update().get(workspace=workspace, email=email)
+    signals.contact_created.send(
+        sender=Contact, workspace_id=str(workspace.pk), contact_id=str(contact.pk)
+    )
+    return contact
+
+
+@transaction.atomic
+def list_subscribe(
+    *,
+    mailing_list: MailingList,
+    email: str,
+    profile: Mapping[str, Any] | None = None,
+    context: SignupContext,
+) -> SignupResult:
+    """Sign `email` up to a list.
+
+    With double opt-in the subscription is pending and one confirmation mail goes out after
+    commit, but at most one per address every CONFIRMATION_MAIL_INTERVAL_MINUTES, so that
+    nobody can flood a mailbox by signing it up to many lists. An address that is already
+    subscribed gets nothing new. An address that unsubscribed, bounced, complained or was erased
+    is mailed only when the person started the signup (a form), never through the API.
+    Every call records the signup as proof, whatever happens.
+    """
+    from contacts.tasks.confirmation import confirmation_send
+
+    workspace = mailing_list.workspace
+    contact = _locked_contact(workspace=workspace, email=email, profile=profile or {})
+    _consent_record(
+        contact=contact, kind=ConsentKind.SIGNUP, context=context, mailing_list=mailing_list
+    )
+    subscription, _created = Subscription.objects.select_for_update().get_or_create(
+        contact=contact,
+        mailing_list=mailing_list,
+        defaults={"status": SubscriptionStatus.PENDING, "source": context.source[:200]},
+    )
+    if subscription.status == SubscriptionStatus.SUBSCRIBED:
+        return SignupResult(contact=contact, status=subscription.status, confirmation_mailed=False)
+
+    suppressed = _is_suppressed(contact)
+    if suppressed and not context.started_by_person:
+        return SignupResult(contact=contact, status=subscription.status, confirmation_mailed=False)
+
+    now = timezone.now()
+    if not mailing_list.double_opt_in and not suppressed:
+        subscription.status = SubscriptionStatus.SUBSCRIBED
+        subscription.confirmed_at = now
+        subscription.save(update_fields=["status", "confirmed_at", "updated_at"])
+        if contact.status != ContactStatus.SUBSCRIBED:
+            contact.status = ContactStatus.SUBSCRIBED
+            contact.confirmed_at = now
+            contact.save(update_fields=["status", "confirmed_at", "updated_at"])
+            signals.contact_subscribed.send(
+                sender=Contact, workspace_id=str(workspace.pk), contact_id=str(contact.pk)
+            )
+        return SignupResult(contact=contact, status=subscription.status, confirmation_mailed=False)
+
+    subscription.status = SubscriptionStatus.PENDING
+    subscription.save(update_fields=["status", "updated_at"])
+    contact_fields = ["confirmation_requested_at", "updated_at"]
+    contact.confirmation_requested_at = now
+    if not contact.confirmation_nonce:
+        contact.confirmation_nonce = secrets.token_hex(16)
+        contact_fields.append("confirmation_nonce")
+    if contact.status != ContactStatus.SUBSCRIBED:
+        contact.status = ContactStatus.PENDING
+        contact.confirmation_reminded_at = None
+        contact_fields += ["status", "confirmation_reminded_at"]
+    contact.save(update_fields=contact_fields)
+
+    interval = timedelta(minutes=settings.CONFIRMATION_MAIL_INTERVAL_MINUTES)
+    claimed = (
+        Contact.objects.filter(pk=contact.pk)
+        .filter(Q(confirmation_sent_at__isnull=True) | Q(confirmation_sent_at__lte=now - interval))
+        .update(confirmation_sent_at=now)
+    )
+    if claimed:
+        contact_id, list_id = str(contact.pk), str(mailing_list.pk)
+        transaction.on_commit(lambda: confirmation_send.delay(contact_id, list_id, False))
+    return SignupResult(
+        contact=contact, status=SubscriptionStatus.PENDING, confirmation_mailed=bool(claimed)
+    )
+
+
+# --- confirming
+
+
+def confirmation_token(contact: Contact) -> str:
+    return token_make(
+        purpose=TokenPurpose.CONFIRM, value=f"{contact.pk}:{contact.confirmation_nonce}"
+    )
+
+
+def contact_from_confirmation_token(token: str) -> Contact | None:
+    """The contact a confirmation link is for, while it is valid: not tampered, not used, not
+    older than the double opt-in lifetime, and with something left to confirm. Else None."""
+    value = token_read(purpose=TokenPurpose.CONFIRM, token=token, max_age=doi_lifetime())
+    if value is None or ":" not in value:
+        return None
+    contact_id, nonce = value.split(":", 1)
+    if not nonce:
+        return None
+    contact = (
+        Contact.objects.select_related("workspace")
+        .filter(pk=contact_id, confirmation_nonce=nonce)
+        .first()
+    )
+    if contact is None or contact.confirmation_requested_at is None:
+        return None
+    if contact.confirmation_requested_at < timezone.now() - doi_lifetime():
+        return None
+    if not contact.subscriptions.filter(status=SubscriptionStatus.PENDING).exists():
+        return None
+    return contact
+
+
+@transaction.atomic
+def contact_confirm(*, contact: Contact, ip: str | None, user_agent: str) -> list[MailingList]:
+    """Confirm every pending subscription of the contact (the person clicked the link).
+
+    Lifts a suppression: this is the new double opt-in started by the person that DESIGN.md
+    requires for an address to come back. The link stops working (its nonce is rotated).
+    Returns the lists confirmed; running it twice confirms nothing the second time.
+    """
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    pending = list(
+        Subscription.objects.select_for_update()
+        .select_related("mailing_list")
+        .filter(contact=contact, status=SubscriptionStatus.PENDING)
+    )
+    if not pending:
+        return []
+    now = timezone.now()
+    for subscription in pending:
+        signup = (
+            ConsentRecord.objects.filter(
+                contact=contact, kind=ConsentKind.SIGNUP, mailing_list=subscription.mailing_list
+            )
+            .select_related("consent_text", "signup_form")
+            .first()
+        )
+        ConsentRecord.objects.create(
+            workspace_id=contact.workspace_id,
+            contact=contact,
+            kind=ConsentKind.CONFIRMATION,
+            occurred_at=now,
+            ip_address=ip,
+            user_agent=user_agent[:1000],
+            consent_text=signup.consent_text if signup else None,
+            privacy_policy_url=signup.privacy_policy_url if signup else "",
+            mailing_list=subscription.mailing_list,
+            signup_form=signup.signup_form if signup else None,
+            source="double_opt_in",
+            recorded_by="double_opt_in",
+        )
+    Subscription.objects.filter(pk__in=[s.pk for s in pending]).update(
+        status=SubscriptionStatus.SUBSCRIBED, confirmed_at=now, unsubscribed_at=None, updated_at=now
+    )
+    Suppression.objects.filter(
+        workspace_id=contact.workspace_id, email_hash=Suppression.hash_email(contact.email)
+    ).delete()
+    contact.status = ContactStatus.SUBSCRIBED
+    contact.confirmed_at = now
+    contact.unsubscribed_at = None
+    contact.confirmation_nonce = ""
+    contact.save(
+        update_fields=[
+            "status",
+            "confirmed_at",
+            "unsubscribed_at",
+            "confirmation_nonce",
+            "updated_at",
+        ]
+    )
+    signals.contact_subscribed.send(
+        sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
+    )
+    return [subscription.mailing_list for subscription in pending]
+
+
+def confirmed_redirect_url(contact: Contact) -> str:
+    """Where the form that signed the contact up wants confirmed people to go ('' for ours)."""
+    record = (
+        ConsentRecord.objects.filter(contact=contact, kind=ConsentKind.CONFIRMATION)
+        .exclude(signup_form__isnull=True)
+        .select_related("signup_form")
+        .first()
+    )
+    return record.signup_form.confirmed_url if record and record.signup_form else ""
+
+
+@transaction.atomic
+def confirmations_expire() -> int:
+    """End double opt-ins older than their lifetime: pending subscriptions become expired and
+    contacts with nothing else become not_subscribed again. Returns how many contacts."""
+    cutoff = timezone.now() - doi_lifetime()
+    stale = Contact.objects.filter(
+        status=ContactStatus.PENDING, confirmation_requested_at__lt=cutoff
+    ).select_for_update(skip_locked=True)
+    contact_ids = list(stale.values_list("pk", flat=True))
+    if not contact_ids:
+        return 0
+    Subscription.objects.filter(
+        contact_id__in=contact_ids, status=SubscriptionStatus.PENDING
+    ).update(status=SubscriptionStatus.EXPIRED, updated_at=timezone.now())
+    Contact.objects.filter(pk__in=contact_ids).update(
+        status=ContactStatus.NOT_SUBSCRIBED, confirmation_nonce="", updated_at=timezone.now()
+    )
+    return len(contact_ids)
+
+
+def confirmation_reminders_due() -> list[str]:
+    """Claim the pending contacts that get their one reminder now; returns their ids."""
+    now = timezone.now()
+    remind_after = timedelta(hours=settings.DOUBLE_OPT_IN_REMINDER_AFTER_HOURS)
+    if settings.DOUBLE_OPT_IN_REMINDER_AFTER_HOURS <= 0:
+        return []
+    candidates = Contact.objects.filter(
+        status=ContactStatus.PENDING,
+        confirmation_reminded_at__isnull=True,
+        confirmation_sent_at__lte=now - remind_after,
+        confirmation_requested_at__gt=now - doi_lifetime(),
+    ).values_list("pk", flat=True)[:500]
+    claimed = []
+    for contact_id in candidates:
+        if Contact.objects.filter(pk=contact_id, confirmation_reminded_at__isnull=True).update(
+            confirmation_reminded_at=now
+        ):
+            claimed.append(str(contact_id))
+    return claimed
+
+
+# --- leaving
+
+
+def unsubscribe_token(contact: Contact) -> str:
+    """The contact's unsubscribe and preference link token: valid forever, unforgeable."""
+    return token_make(purpose=TokenPurpose.UNSUBSCRIBE, value=str(contact.pk))
+
+
+def unsubscribe_url(contact: Contact) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/u/{unsubscribe_token(contact)}/"
+
+
+def contact_from_unsubscribe_token(token: str) -> Contact | None:
+    contact_id = token_read(purpose=TokenPurpose.UNSUBSCRIBE, token=token)
+    if contact_id is None:
+        return None
+    return Contact.objects.select_related("workspace").filter(pk=contact_id).first()
+
+
+@transaction.atomic
+def contact_unsubscribe_all(
+    *, contact: Contact, ip: str | None = None, user_agent: str = "", source: str
+) -> bool:
+    """Unsubscribe from everything, at once and before any further send.
+
+    Ends every list subscription, suppresses the address and sends contact_unsubscribed, on
+    which the sending apps end enrollments and cancel messages not yet handed to the ESP.
+    Returns False when there was nothing to do (safe to run twice).
+    """
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    now = timezone.now()
+    ended = Subscription.objects.filter(
+        contact=contact,
+        status__in=[SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.PENDING],
+    ).update(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)
+    if contact.status == ContactStatus.UNSUBSCRIBED and not ended:
+        return False
+    ConsentRecord.objects.create(
+        workspace_id=contact.workspace_id,
+        contact=contact,
+        kind=ConsentKind.UNSUBSCRIBE,
+        occurred_at=now,
+        ip_address=ip,
+        user_agent=user_agent[:1000],
+        source=source,
+        recorded_by=source,
+    )
+    suppression_add(
+        workspace=contact.workspace, email=contact.email, reason=SuppressionReason.UNSUBSCRIBED
+    )
+    if contact.status not in (ContactStatus.BOUNCED, ContactStatus.COMPLAINED):
+        contact.status = ContactStatus.UNSUBSCRIBED
+    contact.unsubscribed_at = now
+    contact.confirmation_nonce = ""
+    contact.save(update_fields=["status", "unsubscribed_at", "confirmation_nonce", "updated_at"])
+    signals.contact_unsubscribed.send(
+        sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
+    )
+    return True
+
+
+@transaction.atomic
+def contact_leave_lists(
+    *,
+    contact: Contact,
+    mailing_lists: Iterable[MailingList],
+    ip: str | None = None,
+    user_agent: str = "",
+    source: str,
+) -> None:
+    """End the subscriptions to these lists. Leaving the last list one was on is leaving
+    everything (contact_unsubscribe_all): a person who chose no list wants no mail."""
+    list_ids = [mailing_list.pk for mailing_list in mailing_lists]
+    now = timezone.now()
+    leaving = list(
+        Subscription.objects.select_for_update()
+        .select_related("mailing_list")
+        .filter(
+            contact=contact,
+            mailing_list_id__in=list_ids,
+            status__in=[SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.PENDING],
+        )
+    )
+    if not leaving:
+        return
+    remaining = Subscription.objects.filter(
+        contact=contact, status__in=[SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.PENDING]
+    ).exclude(mailing_list_id__in=list_ids)
+    if not remaining.exists():
+        contact_unsubscribe_all(contact=contact, ip=ip, user_agent=user_agent, source=source)
+        return
+    for subscription in leaving:
+        ConsentRecord.objects.create(
+            workspace_id=contact.workspace_id,
+            contact=contact,
+            kind=ConsentKind.PREFERENCE_CHANGE,
+            occurred_at=now,
+            ip_address=ip,
+            user_agent=user_agent[:1000],
+            mailing_list=subscription.mailing_list,
+            source=source,
+            recorded_by=source,
+        )
+    Subscription.objects.filter(pk__in=[s.pk for s in leaving]).update(
+        status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now
+    )
+
+
+def contact_active_subscriptions(contact: Contact) -> QuerySet[Subscription]:
+    return (
+        Subscription.objects.filter(
+            contact=contact,
+            status__in=[SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.PENDING],
+        )
+        .select_related("mailing_list")
+        .order_by("mailing_list__name")
+    )
