@@ -72,6 +72,7 @@ def signup_form_page(request: HttpRequest, pk: str) -> HttpResponse:
     with translation.override(signup_form.locale):
         context = {
             "signup_form": signup_form,
+            "workspace": signup_form.workspace,
             "honeypot": HONEYPOT_FIELD,
             "values": {},
             "errors": {},
