@@ -65,8 +65,8 @@ COPY --from=builder /opt/venv /opt/venv
 COPY . /app
 COPY --from=builder /app/staticfiles /app/staticfiles
 RUN python -m compileall -q /app \
-    && mkdir -p /app/var \
-    && chown funnelwerk:funnelwerk /app/var
+    && mkdir -p /app/var/media \
+    && chown -R funnelwerk:funnelwerk /app/var
 
 USER funnelwerk:funnelwerk
 
