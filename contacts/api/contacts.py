@@ -17,8 +17,9 @@ from contacts import services, validators
 from contacts.gdpr import contact_export
 from contacts.models import Contact, ContactStatus
 from contacts.selectors import CONTACT_ORDERINGS, ContactFilter, contact_get, contact_list
+from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
-from core.models import ApiKey, Workspace
+from core.models import ApiKey
 
 T = TypeVar("T")
 
@@ -149,11 +150,6 @@ def _recorded_by(request: Request) -> str:
     return f"api_key:{api_key.prefix}" if isinstance(api_key, ApiKey) else "api"
 
 
-def api_workspace(request: Request) -> Workspace:
-    assert isinstance(request.auth, ApiKey)
-    return request.auth.workspace
-
-
 class ContactListApi(GenericAPIView[Contact]):
     serializer_class = ContactSerializer
 
@@ -167,7 +163,7 @@ class ContactListApi(GenericAPIView[Contact]):
     def get(self, request: Request) -> Response:
         params = ContactFilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        contacts = contact_list(workspace=api_workspace(request), filters=params.to_filter())
+        contacts = contact_list(workspace=request_workspace(request), filters=params.to_filter())
         page = self.paginate_queryset(contacts)
         return self.get_paginated_response(ContactSerializer(page, many=True).data)
 
@@ -184,13 +180,13 @@ class ContactListApi(GenericAPIView[Contact]):
         payload.is_valid(raise_exception=True)
         recorded_by = _recorded_by(request)
         contact, created = services.contact_upsert(
-            workspace=api_workspace(request),
+            workspace=request_workspace(request),
             email=payload.validated_data["email"],
             changes=payload.changes(),
             consent=payload.consent_proof(source=recorded_by),
             recorded_by=recorded_by,
         )
-        contact = contact_get(workspace=api_workspace(request), contact_id=contact.pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=contact.pk)
         return Response(
             ContactSerializer(contact).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -202,12 +198,12 @@ class ContactDetailApi(GenericAPIView[Contact]):
 
     @extend_schema(responses=ContactSerializer)
     def get(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
         return Response(ContactSerializer(contact).data)
 
     @extend_schema(request=ContactInputSerializer(partial=True), responses=ContactSerializer)
     def patch(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
         payload = ContactInputSerializer(data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
         if "email" in payload.validated_data and payload.validated_data["email"] != contact.email:
@@ -221,12 +217,12 @@ class ContactDetailApi(GenericAPIView[Contact]):
             consent=payload.consent_proof(source=recorded_by),
             recorded_by=recorded_by,
         )
-        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
         return Response(ContactSerializer(contact).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
         services.contact_erase(contact=contact)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -238,7 +234,7 @@ class ContactExportApi(GenericAPIView[Contact]):
 
     @extend_schema(responses=dict[str, Any])
     def get(self, request: Request, pk: str) -> Response:
-        contact = contact_get(workspace=api_workspace(request), contact_id=pk)
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
         return Response(contact_export(contact))
 
 

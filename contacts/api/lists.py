@@ -15,8 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from contacts import subscriptions, validators
-from contacts.api.contacts import api_workspace, django_validator
+from contacts.api.contacts import django_validator
 from contacts.models import Contact, MailingList, SubscriptionStatus
+from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
 from core.ratelimit import Rate, rate_limit_hit
 
@@ -77,7 +78,7 @@ class UnsubscribeSerializer(serializers.Serializer[Any]):
 
 
 def _lists(request: Request) -> Any:
-    return subscriptions.mailing_lists_with_counts(workspace=api_workspace(request))
+    return subscriptions.mailing_lists_with_counts(workspace=request_workspace(request))
 
 
 class MailingListListApi(GenericAPIView[MailingList]):
@@ -94,7 +95,7 @@ class MailingListListApi(GenericAPIView[MailingList]):
         payload = MailingListInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         mailing_list = subscriptions.mailing_list_create(
-            workspace=api_workspace(request), **payload.validated_data
+            workspace=request_workspace(request), **payload.validated_data
         )
         created = _lists(request).get(pk=mailing_list.pk)
         return Response(MailingListSerializer(created).data, status=status.HTTP_201_CREATED)

@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from contacts import signup_forms
-from contacts.api.contacts import api_workspace
 from contacts.models import MailingList, SignupForm
+from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
 
 
@@ -85,7 +85,8 @@ class SignupFormInputSerializer(serializers.Serializer[Any]):
         data = dict(self.validated_data)
         if "list" in data:
             data["mailing_list"] = get_object_or_404(
-                MailingList.objects.filter(workspace=api_workspace(request)), pk=data.pop("list")
+                MailingList.objects.filter(workspace=request_workspace(request)),
+                pk=data.pop("list"),
             )
         if "fields" in data:
             data["fields"] = [dict(spec) for spec in data["fields"]]
@@ -93,7 +94,7 @@ class SignupFormInputSerializer(serializers.Serializer[Any]):
 
 
 def _forms(request: Request) -> Any:
-    return SignupForm.objects.filter(workspace=api_workspace(request)).select_related(
+    return SignupForm.objects.filter(workspace=request_workspace(request)).select_related(
         "consent_text", "workspace"
     )
 
@@ -112,7 +113,7 @@ class SignupFormListApi(GenericAPIView[SignupForm]):
         payload = SignupFormInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         signup_form = signup_forms.signup_form_create(
-            workspace=api_workspace(request), **payload.service_arguments(request)
+            workspace=request_workspace(request), **payload.service_arguments(request)
         )
         return Response(SignupFormSerializer(signup_form).data, status=status.HTTP_201_CREATED)
 

@@ -7,8 +7,15 @@ from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from core.models import ApiKey
+from core.models import ApiKey, Workspace
 from core.services import api_key_authenticate
+
+
+def request_workspace(request: Request) -> Workspace:
+    """The workspace of the API key that authenticated this request."""
+    if not isinstance(request.auth, ApiKey):
+        raise exceptions.NotAuthenticated()
+    return request.auth.workspace
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -8,8 +8,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from contacts.models import SignupForm
+from contacts.signup_forms import signup_form_create
+from contacts.subscriptions import mailing_list_create
 from core import services
-from core.models import User
+from core.models import User, Workspace
 
 DEMO_EMAIL = "demo@funnelwerk.local"
 DEMO_WORKSPACE = "Demo Shop"
@@ -17,8 +20,10 @@ DEMO_WORKSPACE = "Demo Shop"
 
 class Command(BaseCommand):
     help = (
-        "Create (once) the demo workspace and its owner for the embedded default, and print the "
-        "login. The password is kept in var/demo-login.txt so every start can print it."
+        "Create (once) the demo workspace, its owner, a double opt-in list and a hosted signup "
+        "form for the embedded default, and print the login. The password is kept in "
+        "var/demo-login.txt so every start can print it. Lives in analytics, the top app, so "
+        "that it may seed every app below."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -30,7 +35,7 @@ class Command(BaseCommand):
                 user = User.objects.create_superuser(
                     email=DEMO_EMAIL, password=password, name="Demo Owner"
                 )
-                services.workspace_create(
+                workspace = services.workspace_create(
                     name=DEMO_WORKSPACE,
                     owner=user,
                     sender_name="Demo Shop",
@@ -39,15 +44,39 @@ class Command(BaseCommand):
                     privacy_policy_url="https://demo-shop.example/privacy",
                     timezone="Europe/Berlin",
                 )
+                _seed(workspace)
                 login_file.parent.mkdir(parents=True, exist_ok=True)
                 login_file.write_text(password)
                 login_file.chmod(0o600)
         password = (
             login_file.read_text().strip() if login_file.exists() else "(set before; unknown)"
         )
+        signup_form = SignupForm.objects.filter(workspace__memberships__user=user).first()
         base = settings.PUBLIC_BASE_URL
         self.stdout.write(
             f"\n  Funnelwerk demo login:  {base}/login/\n"
             f"    email:     {DEMO_EMAIL}\n"
             f"    password:  {password}\n"
         )
+        if signup_form is not None:
+            self.stdout.write(f"  Demo signup form:       {base}/f/{signup_form.pk}/\n")
+
+
+def _seed(workspace: Workspace) -> None:
+    """A double opt-in newsletter list and a hosted form for it, to try the signup flow."""
+    newsletter = mailing_list_create(
+        workspace=workspace,
+        name="Newsletter",
+        description="News, offers and tips from the Demo Shop, about twice a month.",
+    )
+    signup_form_create(
+        workspace=workspace,
+        name="Website footer",
+        mailing_list=newsletter,
+        consent_text=(
+            "Yes, I want to receive the Demo Shop newsletter by email. "
+            "I can unsubscribe at any time."
+        ),
+        privacy_policy_url="https://demo-shop.example/privacy",
+        fields=[{"name": "first_name", "label": "First name", "required": False}],
+    )
