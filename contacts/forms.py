@@ -237,12 +237,16 @@ class SignupFormForm(forms.Form):
     consent_text = forms.CharField(
         label=_("Consent text"),
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text=_("Exactly what people agree to. Changing it later keeps the old version for "
-                    "everyone who agreed to it."),
+        help_text=_(
+            "Exactly what people agree to. Changing it later keeps the old version for "
+            "everyone who agreed to it."
+        ),
     )
     privacy_policy_url = forms.URLField(label=_("Privacy policy URL"), assume_scheme="https")
     success_url = forms.URLField(
-        label=_("After signing up, go to"), required=False, assume_scheme="https",
+        label=_("After signing up, go to"),
+        required=False,
+        assume_scheme="https",
         help_text=_("Optional: your own thank-you page."),
     )
     confirmed_url = forms.URLField(

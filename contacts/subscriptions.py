@@ -282,7 +282,8 @@ def list_subscribe(
         return SignupResult(contact=contact, status=subscription.status, confirmation_mailed=False)
 
     subscription.status = SubscriptionStatus.PENDING
-    subscription.save(update_fields=["status", "updated_at"])
+    subscription.requested_at = now
+    subscription.save(update_fields=["status", "requested_at", "updated_at"])
     contact_fields = ["confirmation_requested_at", "updated_at"]
     contact.confirmation_requested_at = now
     if not contact.confirmation_nonce:
@@ -331,13 +332,18 @@ def contact_from_confirmation_token(token: str) -> Contact | None:
         .filter(pk=contact_id, confirmation_nonce=nonce)
         .first()
     )
-    if contact is None or contact.confirmation_requested_at is None:
-        return None
-    if contact.confirmation_requested_at < timezone.now() - doi_lifetime():
-        return None
-    if not contact.subscriptions.filter(status=SubscriptionStatus.PENDING).exists():
+    if contact is None or not _fresh_pending(contact).exists():
         return None
     return contact
+
+
+def _fresh_pending(contact: Contact) -> QuerySet[Subscription]:
+    """The contact's pending subscriptions whose own request is still within its lifetime."""
+    return Subscription.objects.filter(
+        contact=contact,
+        status=SubscriptionStatus.PENDING,
+        requested_at__gt=timezone.now() - doi_lifetime(),
+    )
 
 
 @transaction.atomic
@@ -349,11 +355,7 @@ def contact_confirm(*, contact: Contact, ip: str | None, user_agent: str) -> lis
     Returns the lists confirmed; running it twice confirms nothing the second time.
     """
     contact = Contact.objects.select_for_update().get(pk=contact.pk)
-    pending = list(
-        Subscription.objects.select_for_update()
-        .select_related("mailing_list")
-        .filter(contact=contact, status=SubscriptionStatus.PENDING)
-    )
+    pending = list(_fresh_pending(contact).select_for_update().select_related("mailing_list"))
     if not pending:
         return []
     now = timezone.now()
@@ -417,22 +419,18 @@ def confirmed_redirect_url(contact: Contact) -> str:
 
 @transaction.atomic
 def confirmations_expire() -> int:
-    """End double opt-ins older than their lifetime: pending subscriptions become expired and
-    contacts with nothing else become not_subscribed again. Returns how many contacts."""
-    cutoff = timezone.now() - doi_lifetime()
-    stale = Contact.objects.filter(
-        status=ContactStatus.PENDING, confirmation_requested_at__lt=cutoff
-    ).select_for_update(skip_locked=True)
-    contact_ids = list(stale.values_list("pk", flat=True))
-    if not contact_ids:
-        return 0
-    Subscription.objects.filter(
-        contact_id__in=contact_ids, status=SubscriptionStatus.PENDING
-    ).update(status=SubscriptionStatus.EXPIRED, updated_at=timezone.now())
-    Contact.objects.filter(pk__in=contact_ids).update(
-        status=ContactStatus.NOT_SUBSCRIBED, confirmation_nonce="", updated_at=timezone.now()
-    )
-    return len(contact_ids)
+    """End double opt-in requests older than their lifetime, each on its own: the pending
+    subscription becomes expired (also for contacts subscribed to other lists), and a pending
+    contact with no request left becomes not_subscribed again, its link dead.
+    Returns how many subscriptions expired."""
+    now = timezone.now()
+    expired = Subscription.objects.filter(
+        status=SubscriptionStatus.PENDING, requested_at__lte=now - doi_lifetime()
+    ).update(status=SubscriptionStatus.EXPIRED, updated_at=now)
+    Contact.objects.filter(status=ContactStatus.PENDING).exclude(
+        subscriptions__status=SubscriptionStatus.PENDING
+    ).update(status=ContactStatus.NOT_SUBSCRIBED, confirmation_nonce="", updated_at=now)
+    return expired
 
 
 def confirmation_reminders_due() -> list[str]:

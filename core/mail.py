@@ -28,6 +28,11 @@ def _html_part(message: EmailMessage) -> str:
     return ""
 
 
+def recipients_key(addresses: Sequence[str]) -> str:
+    """The form OutboxMessage.recipients stores, so that one address matches exactly."""
+    return "|" + "|".join(address.strip().lower() for address in addresses) + "|"
+
+
 def _bare_addresses(addresses: Sequence[str]) -> list[str]:
     return [parseaddr(address)[1] or address for address in addresses]
 
@@ -49,6 +54,11 @@ class OutboxEmailBackend(BaseEmailBackend):
             html = _html_part(message)
             text = "" if getattr(message, "content_subtype", "plain") == "html" else message.body
             headers: dict[str, Any] = {key: str(value) for key, value in mime.items()}
+            addresses = [
+                *_bare_addresses(message.to),
+                *_bare_addresses(message.cc),
+                *_bare_addresses(message.bcc),
+            ]
             OutboxMessage.objects.create(
                 workspace_id=getattr(message, WORKSPACE_ATTRIBUTE, None),
                 from_email=message.from_email,
@@ -59,6 +69,7 @@ class OutboxEmailBackend(BaseEmailBackend):
                 text_body=str(text),
                 html_body=html,
                 headers=headers,
+                recipients=recipients_key(addresses),
                 raw=mime.as_string(),
             )
             stored += 1

@@ -266,6 +266,8 @@ class OutboxMessage(models.Model):
     text_body = models.TextField(blank=True)
     html_body = models.TextField(blank=True)
     headers = models.JSONField(default=dict)
+    # "|a@x|b@y|": every recipient's bare address, lower-cased, for exact look-ups (erasure).
+    recipients = models.TextField(blank=True, default="")
     raw = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

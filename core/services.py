@@ -265,6 +265,8 @@ def idempotency_records_forget(*, workspace_id: str, resource_id: str) -> None:
 
 def outbox_forget_address(*, email: str) -> None:
     """Delete local-outbox copies of mails to this address (part of erasing a person)."""
+    from core.mail import recipients_key
     from core.models import OutboxMessage
 
-    OutboxMessage.objects.filter(raw__icontains=email).delete()
+    needle = recipients_key([email])  # "|ann@example.org|" never matches joann@example.org
+    OutboxMessage.objects.filter(recipients__contains=needle).delete()

@@ -70,7 +70,9 @@ def list_delete(request: HttpRequest, membership: Membership, pk: str) -> HttpRe
             return redirect("list-edit", pk=mailing_list.pk)
         messages.success(request, _("List deleted."))
         return redirect("list-index")
-    return render(request, "contacts/lists/list_confirm_delete.html", {"mailing_list": mailing_list})
+    return render(
+        request, "contacts/lists/list_confirm_delete.html", {"mailing_list": mailing_list}
+    )
 
 
 urlpatterns: list[URLPattern | URLResolver] = [

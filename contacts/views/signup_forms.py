@@ -25,9 +25,7 @@ def _forms(membership: Membership) -> QuerySet[SignupForm]:
 
 @workspace_view()
 def form_index(request: HttpRequest, membership: Membership) -> HttpResponse:
-    return render(
-        request, "contacts/forms/form_index.html", {"signup_forms": _forms(membership)}
-    )
+    return render(request, "contacts/forms/form_index.html", {"signup_forms": _forms(membership)})
 
 
 @workspace_view()
@@ -65,9 +63,7 @@ def _save(
                     workspace=workspace, **form.service_arguments()
                 )
             else:
-                signup_forms.signup_form_update(
-                    signup_form=signup_form, **form.service_arguments()
-                )
+                signup_forms.signup_form_update(signup_form=signup_form, **form.service_arguments())
         except ApplicationError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
