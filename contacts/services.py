@@ -17,7 +17,6 @@ from contacts.models import (
     ConsentRecord,
     ConsentText,
     Contact,
-    ContactImportError,
     ContactStatus,
     Suppression,
     SuppressionReason,
@@ -245,7 +244,7 @@ def contact_erase(*, contact: Contact) -> None:
     """Erase the contact's personal data (GDPR art. 17); the address hash stays suppressed.
 
     Everything hanging off the contact goes with it, and so do the copies of the address
-    elsewhere: kept API responses, the local outbox, import error reports. Safe to run twice.
+    elsewhere: kept API responses and the local outbox. Safe to run twice.
     """
     suppression_add(
         workspace=contact.workspace, email=contact.email, reason=SuppressionReason.ERASED
@@ -253,9 +252,8 @@ def contact_erase(*, contact: Contact) -> None:
     workspace_id, contact_id = str(contact.workspace_id), str(contact.pk)
     idempotency_records_forget(workspace_id=workspace_id, resource_id=contact_id)
     outbox_forget_address(email=contact.email)
-    ContactImportError.objects.filter(
-        contact_import__workspace_id=contact.workspace_id, message__icontains=contact.email
-    ).delete()
+    # Import error reports name rows, never addresses; uploaded files are deleted after
+    # IMPORT_FILE_RETENTION_DAYS (contacts.import_files_purge).
     signals.contact_unsubscribed.send(
         sender=Contact, workspace_id=workspace_id, contact_id=contact_id
     )

@@ -214,6 +214,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "idempotency-records-purge": {"task": "core.idempotency_records_purge", "schedule": 3600.0},
     "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
+    "import-files-purge": {"task": "contacts.import_files_purge", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False
@@ -234,3 +235,4 @@ DOUBLE_OPT_IN_REMINDER_AFTER_HOURS = env_int("DOUBLE_OPT_IN_REMINDER_AFTER_HOURS
 CONFIRMATION_MAIL_INTERVAL_MINUTES = 10
 SIGNUP_RATE_LIMIT_PER_IP = env_str("SIGNUP_RATE_LIMIT_PER_IP", "20/h")
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
+IMPORT_FILE_RETENTION_DAYS = env_int("IMPORT_FILE_RETENTION_DAYS", 7)
