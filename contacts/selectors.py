@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -26,6 +27,23 @@ CONTACT_ORDERINGS = {
 DEFAULT_CONTACT_ORDERING = "-created_at"
 
 
+StagesProvider = Callable[[list[uuid.UUID]], dict[uuid.UUID, dict[str, str]]]
+_stages_provider: StagesProvider | None = None
+
+
+def register_stages_provider(provider: StagesProvider) -> None:
+    """The funnel app tells contacts where each contact stands (funnel id -> stage id)."""
+    global _stages_provider
+    _stages_provider = provider
+
+
+def contact_stages(contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+    """Funnel id -> current stage id for each contact; {} while no funnel app is installed."""
+    if _stages_provider is None or not contact_ids:
+        return {}
+    return _stages_provider(contact_ids)
+
+
 @dataclass(frozen=True)
 class ContactFilter:
     """Validated filters of the contacts list (API and page share it)."""
@@ -33,6 +51,7 @@ class ContactFilter:
     email: str = ""
     status: str = ""
     tag: str = ""
+    stage: str = ""
     search: str = ""
     ordering: str = DEFAULT_CONTACT_ORDERING
 
@@ -47,6 +66,11 @@ def contact_list(*, workspace: Workspace, filters: ContactFilter | None = None) 
         contacts = contacts.filter(status=filters.status)
     if filters.tag:
         contacts = contacts.filter(tags__name=filters.tag)
+    if filters.stage:
+        from contacts.segments import segment_queryset
+
+        in_stage = segment_queryset(workspace=workspace, filter={"all": [{"stage": filters.stage}]})
+        contacts = contacts.filter(pk__in=in_stage.values("pk"))
     if filters.search:
         term = filters.search.strip()
         contacts = contacts.filter(

@@ -215,6 +215,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "idempotency-records-purge": {"task": "core.idempotency_records_purge", "schedule": 3600.0},
     "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
     "import-files-purge": {"task": "contacts.import_files_purge", "schedule": 3600.0},
+    "events-process-pending": {"task": "funnel.events_process_pending", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -16,7 +16,14 @@ from rest_framework.response import Response
 from contacts import services, validators
 from contacts.gdpr import contact_export
 from contacts.models import Contact, ContactStatus
-from contacts.selectors import CONTACT_ORDERINGS, ContactFilter, contact_get, contact_list
+from contacts.selectors import (
+    CONTACT_ORDERINGS,
+    ContactFilter,
+    contact_get,
+    contact_list,
+    contact_stages,
+)
+from contacts.timeline import contact_timeline
 from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
 from core.models import ApiKey
@@ -69,8 +76,11 @@ class ContactSerializer(serializers.ModelSerializer[Contact]):
         return sorted(tag.name for tag in contact.tags.all())
 
     def get_stages(self, contact: Contact) -> dict[str, str]:
-        # Funnel stages arrive with the funnel app (issue 4), which sits above contacts.
-        return {}
+        # The funnel app sits above contacts and provides these; lists pass them in context
+        # for the whole page at once.
+        if "stages" in self.context:
+            return self.context["stages"].get(contact.pk, {})
+        return contact_stages([contact.pk]).get(contact.pk, {})
 
 
 class ConsentSerializer(serializers.Serializer[Any]):
@@ -138,11 +148,15 @@ class ContactFilterSerializer(serializers.Serializer[Any]):
     email = serializers.CharField(required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=ContactStatus.choices, required=False)
     tag = serializers.CharField(required=False, allow_blank=True)
+    stage = serializers.UUIDField(required=False, help_text="Contacts now in this funnel stage.")
     search = serializers.CharField(required=False, allow_blank=True, max_length=200)
     ordering = serializers.ChoiceField(choices=sorted(CONTACT_ORDERINGS), required=False)
 
     def to_filter(self) -> ContactFilter:
-        return ContactFilter(**self.validated_data)
+        data = dict(self.validated_data)
+        if data.get("stage"):
+            data["stage"] = str(data["stage"])
+        return ContactFilter(**data)
 
 
 def _recorded_by(request: Request) -> str:
@@ -154,18 +168,18 @@ class ContactListApi(GenericAPIView[Contact]):
     serializer_class = ContactSerializer
 
     @extend_schema(
-        parameters=[
-            ContactFilterSerializer,
-            OpenApiParameter("stage", str, description="Stage id (with the funnel app)."),
-        ],
+        parameters=[ContactFilterSerializer],
         responses=ContactSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         params = ContactFilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         contacts = contact_list(workspace=request_workspace(request), filters=params.to_filter())
-        page = self.paginate_queryset(contacts)
-        return self.get_paginated_response(ContactSerializer(page, many=True).data)
+        page = self.paginate_queryset(contacts) or []
+        stages = contact_stages([contact.pk for contact in page])
+        return self.get_paginated_response(
+            ContactSerializer(page, many=True, context={"stages": stages}).data
+        )
 
     @extend_schema(
         request=ContactInputSerializer,
@@ -238,8 +252,27 @@ class ContactExportApi(GenericAPIView[Contact]):
         return Response(contact_export(contact))
 
 
+class TimelineParamsSerializer(serializers.Serializer[Any]):
+    limit = serializers.IntegerField(required=False, default=200, min_value=1, max_value=1000)
+
+
+class ContactTimelineApi(GenericAPIView[Contact]):
+    """Events, messages, email activity and stage moves, newest first."""
+
+    serializer_class = ContactSerializer
+
+    @extend_schema(responses=dict[str, Any])
+    def get(self, request: Request, pk: str) -> Response:
+        contact = contact_get(workspace=request_workspace(request), contact_id=pk)
+        params = TimelineParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        items = contact_timeline(contact, limit=params.validated_data["limit"])
+        return Response({"results": [item.as_json() for item in items]})
+
+
 urlpatterns = [
     path("contacts/", ContactListApi.as_view(), name="api-contact-list"),
     path("contacts/<uuid:pk>/", ContactDetailApi.as_view(), name="api-contact-detail"),
     path("contacts/<uuid:pk>/export/", ContactExportApi.as_view(), name="api-contact-export"),
+    path("contacts/<uuid:pk>/timeline/", ContactTimelineApi.as_view(), name="api-contact-timeline"),
 ]

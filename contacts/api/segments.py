@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from contacts import segments
 from contacts.api.contacts import ContactSerializer
 from contacts.models import Contact, Segment
+from contacts.selectors import contact_stages
 from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
 
@@ -126,8 +127,11 @@ class SegmentContactsApi(GenericAPIView[Contact]):
     def get(self, request: Request, pk: str) -> Response:
         segment = segments.segment_get(workspace=request_workspace(request), segment_id=pk)
         members = segments.segment_members(segment).prefetch_related("tags")
-        page = self.paginate_queryset(members)
-        return self.get_paginated_response(ContactSerializer(page, many=True).data)
+        page = self.paginate_queryset(members) or []
+        stages = contact_stages([contact.pk for contact in page])
+        return self.get_paginated_response(
+            ContactSerializer(page, many=True, context={"stages": stages}).data
+        )
 
 
 urlpatterns = [

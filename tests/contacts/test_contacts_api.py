@@ -880,14 +880,14 @@ def test_list_query_count_does_not_grow_with_contacts(workspace, api, django_ass
         create(api, email="first@example.com", tags=["vip", "newsletter"])
 
         # when the list is read with one contact
-        # (api key, count, page of contacts, their tags)
-        with django_assert_num_queries(4):
+        # (api key, count, page of contacts, their tags, their funnel stages)
+        with django_assert_num_queries(5):
             one = api.get(CONTACTS_URL)
 
         # and again with twenty-one contacts, each with tags
         for number in range(20):
             create(api, email=f"c{number}@example.com", tags=["vip", f"t{number}"])
-        with django_assert_num_queries(4):
+        with django_assert_num_queries(5):
             many = api.get(CONTACTS_URL)
 
     # then

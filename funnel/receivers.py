@@ -1,0 +1,1 @@
+"""Receivers of the funnel app: listen to contacts' signals (the outgoing webhooks hook in here)."""
