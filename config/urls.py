@@ -7,6 +7,7 @@ from contacts import api as contacts_api
 from contacts import public_urls as contacts_public
 from core.api import urls as core_api
 from funnel import api as funnel_api
+from funnel import public_urls as funnel_public
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(contacts_api.urlpatterns)),
@@ -20,6 +21,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("contacts/", include("contacts.urls")),
     path("", include(contacts_public.urlpatterns)),
+    path("funnels/", include("funnel.urls")),
+    path("", include(funnel_public.urlpatterns)),
     path("", include("analytics.urls")),
     path("", include("core.urls")),
 ]
