@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from contacts import signals
@@ -18,6 +19,8 @@ from contacts.models import (
     ConsentText,
     Contact,
     ContactStatus,
+    MailingList,
+    SignupForm,
     Suppression,
     SuppressionReason,
     Tag,
@@ -56,6 +59,47 @@ def consent_text_version(*, workspace: Workspace, text: str) -> ConsentText:
         workspace=workspace, digest=digest, defaults={"text": text}
     )
     return version
+
+
+def consent_record_add(
+    *,
+    contact: Contact,
+    kind: str,
+    occurred_at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str = "",
+    consent_text: str | ConsentText | None = None,
+    privacy_policy_url: str = "",
+    mailing_list: MailingList | None = None,
+    signup_form: SignupForm | None = None,
+    page_url: str = "",
+    utm: Mapping[str, str] | None = None,
+    source: str = "",
+    recorded_by: str = "",
+) -> ConsentRecord:
+    """Append one proof of consent (never updated afterwards). A text is stored as its
+    immutable version; the privacy-policy URL defaults to the workspace's."""
+    if isinstance(consent_text, str):
+        text = consent_text.strip()
+        consent_text = (
+            consent_text_version(workspace=contact.workspace, text=text) if text else None
+        )
+    return ConsentRecord.objects.create(
+        workspace_id=contact.workspace_id,
+        contact=contact,
+        kind=kind,
+        occurred_at=occurred_at or timezone.now(),
+        ip_address=ip or None,
+        user_agent=user_agent[:1000],
+        consent_text=consent_text,
+        privacy_policy_url=privacy_policy_url or contact.workspace.privacy_policy_url,
+        mailing_list=mailing_list,
+        signup_form=signup_form,
+        page_url=page_url[:2000],
+        utm=dict(utm or {}),
+        source=source[:200],
+        recorded_by=(recorded_by or source)[:200],
+    )
 
 
 def suppression_add(*, workspace: Workspace, email: str, reason: str) -> None:
@@ -148,24 +192,21 @@ def contact_change_status(
                 ),
                 field="status",
             )
-        ConsentRecord.objects.create(
-            workspace_id=contact.workspace_id,
+        consent_record_add(
             contact=contact,
             kind=ConsentKind.RECORDED,
             occurred_at=consent.at,
-            ip_address=consent.ip or None,
+            ip=consent.ip,
             user_agent=consent.user_agent,
-            consent_text=consent_text_version(workspace=contact.workspace, text=consent.text),
-            privacy_policy_url=consent.privacy_policy_url or contact.workspace.privacy_policy_url,
+            consent_text=consent.text,
+            privacy_policy_url=consent.privacy_policy_url,
             source=consent.source,
             recorded_by=recorded_by,
         )
         contact.status = ContactStatus.SUBSCRIBED
         contact.confirmed_at = consent.at
         contact.save(update_fields=["status", "confirmed_at", "updated_at"])
-        signals.contact_subscribed.send(
-            sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
-        )
+        signals.announce(signals.contact_subscribed, contact)
     elif status == ContactStatus.UNSUBSCRIBED:
         from contacts.subscriptions import contact_unsubscribe_all
 
@@ -179,9 +220,7 @@ def contact_change_status(
             )
         contact.status = ContactStatus.NOT_SUBSCRIBED
         contact.save(update_fields=["status", "updated_at"])
-        signals.contact_unsubscribed.send(
-            sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
-        )
+        signals.announce(signals.contact_unsubscribed, contact)
     return contact
 
 
@@ -233,9 +272,7 @@ def contact_upsert(
             contact = Contact.objects.select_for_update().get(workspace=workspace, email=email)
     contact_update(contact=contact, changes=changes, consent=consent, recorded_by=recorded_by)
     if created:
-        signals.contact_created.send(
-            sender=Contact, workspace_id=str(workspace.pk), contact_id=str(contact.pk)
-        )
+        signals.announce(signals.contact_created, contact)
     return contact, created
 
 

@@ -4,7 +4,14 @@ Each is sent inside the transaction that made the change; receivers schedule the
 transaction.on_commit. Arguments: workspace_id and contact_id as strings.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.dispatch import Signal
+
+if TYPE_CHECKING:
+    from contacts.models import Contact
 
 contact_created = Signal()
 contact_subscribed = Signal()
@@ -12,3 +19,10 @@ contact_subscribed = Signal()
 # or erased. Receivers end enrollments and cancel messages not yet handed to the ESP.
 contact_unsubscribed = Signal()
 contact_erased = Signal()
+
+
+def announce(signal: Signal, contact: Contact) -> None:
+    """Send one of the signals above about `contact`, with ids as strings."""
+    signal.send(
+        sender=type(contact), workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
+    )

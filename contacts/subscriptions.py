@@ -32,7 +32,7 @@ from contacts.models import (
     Suppression,
     SuppressionReason,
 )
-from contacts.services import consent_text_version, suppression_add
+from contacts.services import consent_record_add, suppression_add
 from core.exceptions import ApplicationError
 from core.models import Workspace
 from core.tokens import TokenPurpose, token_make, token_read
@@ -166,22 +166,18 @@ def mailing_list_delete(*, mailing_list: MailingList) -> None:
 def _consent_record(
     *, contact: Contact, kind: str, context: SignupContext, mailing_list: MailingList | None
 ) -> ConsentRecord:
-    text = context.consent_text.strip()
-    return ConsentRecord.objects.create(
-        workspace_id=contact.workspace_id,
+    return consent_record_add(
         contact=contact,
         kind=kind,
-        occurred_at=timezone.now(),
-        ip_address=context.ip,
-        user_agent=context.user_agent[:1000],
-        consent_text=consent_text_version(workspace=contact.workspace, text=text) if text else None,
-        privacy_policy_url=context.privacy_policy_url or contact.workspace.privacy_policy_url,
+        ip=context.ip,
+        user_agent=context.user_agent,
+        consent_text=context.consent_text,
+        privacy_policy_url=context.privacy_policy_url,
         mailing_list=mailing_list,
         signup_form=context.signup_form,
-        page_url=context.page_url[:2000],
-        utm=dict(context.utm),
-        source=context.source[:200],
-        recorded_by=context.source[:200],
+        page_url=context.page_url,
+        utm=context.utm,
+        source=context.source,
     )
 
 
@@ -225,9 +221,7 @@ def _locked_contact(*, workspace: Workspace, email: str, profile: Mapping[str, A
             )
     except IntegrityError:
         return Contact.objects.select_for_update().get(workspace=workspace, email=email)
-    signals.contact_created.send(
-        sender=Contact, workspace_id=str(workspace.pk), contact_id=str(contact.pk)
-    )
+    signals.announce(signals.contact_created, contact)
     return contact
 
 
@@ -276,9 +270,7 @@ def list_subscribe(
             contact.status = ContactStatus.SUBSCRIBED
             contact.confirmed_at = now
             contact.save(update_fields=["status", "confirmed_at", "updated_at"])
-            signals.contact_subscribed.send(
-                sender=Contact, workspace_id=str(workspace.pk), contact_id=str(contact.pk)
-            )
+            signals.announce(signals.contact_subscribed, contact)
         return SignupResult(contact=contact, status=subscription.status, confirmation_mailed=False)
 
     subscription.status = SubscriptionStatus.PENDING
@@ -367,19 +359,17 @@ def contact_confirm(*, contact: Contact, ip: str | None, user_agent: str) -> lis
             .select_related("consent_text", "signup_form")
             .first()
         )
-        ConsentRecord.objects.create(
-            workspace_id=contact.workspace_id,
+        consent_record_add(
             contact=contact,
             kind=ConsentKind.CONFIRMATION,
             occurred_at=now,
-            ip_address=ip,
-            user_agent=user_agent[:1000],
+            ip=ip,
+            user_agent=user_agent,
             consent_text=signup.consent_text if signup else None,
             privacy_policy_url=signup.privacy_policy_url if signup else "",
             mailing_list=subscription.mailing_list,
             signup_form=signup.signup_form if signup else None,
             source="double_opt_in",
-            recorded_by="double_opt_in",
         )
     Subscription.objects.filter(pk__in=[s.pk for s in pending]).update(
         status=SubscriptionStatus.SUBSCRIBED, confirmed_at=now, unsubscribed_at=None, updated_at=now
@@ -400,9 +390,7 @@ def contact_confirm(*, contact: Contact, ip: str | None, user_agent: str) -> lis
             "updated_at",
         ]
     )
-    signals.contact_subscribed.send(
-        sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
-    )
+    signals.announce(signals.contact_subscribed, contact)
     return [subscription.mailing_list for subscription in pending]
 
 
@@ -491,15 +479,13 @@ def contact_unsubscribe_all(
     ).update(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)
     if contact.status == ContactStatus.UNSUBSCRIBED and not ended:
         return False
-    ConsentRecord.objects.create(
-        workspace_id=contact.workspace_id,
+    consent_record_add(
         contact=contact,
         kind=ConsentKind.UNSUBSCRIBE,
         occurred_at=now,
-        ip_address=ip,
-        user_agent=user_agent[:1000],
+        ip=ip,
+        user_agent=user_agent,
         source=source,
-        recorded_by=source,
     )
     suppression_add(
         workspace=contact.workspace, email=contact.email, reason=SuppressionReason.UNSUBSCRIBED
@@ -509,9 +495,7 @@ def contact_unsubscribe_all(
     contact.unsubscribed_at = now
     contact.confirmation_nonce = ""
     contact.save(update_fields=["status", "unsubscribed_at", "confirmation_nonce", "updated_at"])
-    signals.contact_unsubscribed.send(
-        sender=Contact, workspace_id=str(contact.workspace_id), contact_id=str(contact.pk)
-    )
+    signals.announce(signals.contact_unsubscribed, contact)
     return True
 
 
@@ -546,16 +530,14 @@ def contact_leave_lists(
         contact_unsubscribe_all(contact=contact, ip=ip, user_agent=user_agent, source=source)
         return
     for subscription in leaving:
-        ConsentRecord.objects.create(
-            workspace_id=contact.workspace_id,
+        consent_record_add(
             contact=contact,
             kind=ConsentKind.PREFERENCE_CHANGE,
             occurred_at=now,
-            ip_address=ip,
-            user_agent=user_agent[:1000],
+            ip=ip,
+            user_agent=user_agent,
             mailing_list=subscription.mailing_list,
             source=source,
-            recorded_by=source,
         )
     Subscription.objects.filter(pk__in=[s.pk for s in leaving]).update(
         status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now
