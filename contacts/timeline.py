@@ -25,6 +25,8 @@ class TimelineItem:
         return {"at": self.at.isoformat(), "kind": self.kind, "title": self.title, **self.detail}
 
 
+CAUSAL_ORDER = {"consent": 0, "event": 1, "stage_change": 2}
+
 TimelineSource = Callable[[Contact, int], list[TimelineItem]]
 _sources: dict[str, TimelineSource] = {}
 
@@ -55,5 +57,7 @@ def contact_timeline(contact: Contact, *, limit: int = 200) -> list[TimelineItem
     items = _consents(contact, limit)
     for source in _sources.values():
         items.extend(source(contact, limit))
-    items.sort(key=lambda item: item.at, reverse=True)
+    # At the same instant, what something caused is listed above its cause (newest first):
+    # a stage move above the event that triggered it.
+    items.sort(key=lambda item: (item.at, CAUSAL_ORDER.get(item.kind, 1)), reverse=True)
     return items[:limit]

@@ -14,7 +14,8 @@ from contacts import services
 from contacts.forms import ContactFilterForm, ContactForm
 from contacts.gdpr import contact_export
 from contacts.models import Contact
-from contacts.selectors import contact_get, contact_list, tag_names
+from contacts.selectors import contact_get, contact_list, contact_stages, tag_names
+from contacts.timeline import contact_timeline
 from core.exceptions import ApplicationError
 from core.models import Membership
 from core.permissions import workspace_view
@@ -59,10 +60,60 @@ def contact_detail(request: HttpRequest, membership: Membership, pk: str) -> Htt
     subscriptions = contact.subscriptions.select_related("mailing_list").order_by(
         "mailing_list__name"
     )
+    timeline = contact_timeline(contact, limit=100)
+    # Who moved a contact by hand ("user:<id>"): only members of this workspace are named.
+    mover_ids = {
+        item.detail["cause_detail"].removeprefix("user:")
+        for item in timeline
+        if str(item.detail.get("cause_detail", "")).startswith("user:")
+    }
+    movers = {
+        f"user:{user_id}": email
+        for user_id, email in Membership.objects.filter(
+            workspace=membership.workspace, user_id__in=[m for m in mover_ids if m.isdigit()]
+        ).values_list("user_id", "user__email")
+    }
+    timeline_rows = [
+        {
+            "item": item,
+            "moved_by": movers.get(str(item.detail.get("cause_detail", ""))),
+            # Pairs, not the dict: a property named "items" would shadow dict.items in a template.
+            "properties": list((item.detail.get("properties") or {}).items())[:6]
+            if isinstance(item.detail.get("properties"), dict)
+            else [],
+        }
+        for item in timeline
+    ]
+    # Contacts knows no funnel names: the current stage per funnel is shown by the newest
+    # stage move into it that the timeline holds; older ones are only counted.
+    current_stages, stages_not_shown = [], 0
+    for funnel_id, stage_id in contact_stages([contact.pk]).get(contact.pk, {}).items():
+        move = next(
+            (
+                item
+                for item in timeline
+                if item.kind == "stage_change"
+                and item.detail.get("funnel") == funnel_id
+                and item.detail.get("to_stage") == stage_id
+            ),
+            None,
+        )
+        if move is None:
+            stages_not_shown += 1
+        else:
+            current_stages.append(move)
     return render(
         request,
         "contacts/contact_detail.html",
-        {"contact": contact, "consent_records": consent_records, "subscriptions": subscriptions},
+        {
+            "contact": contact,
+            "consent_records": consent_records,
+            "subscriptions": subscriptions,
+            "timeline": timeline,
+            "timeline_rows": timeline_rows,
+            "current_stages": current_stages,
+            "stages_not_shown": stages_not_shown,
+        },
     )
 
 
