@@ -53,9 +53,10 @@ def funnel_create(
     name: str,
     preset: str | None = None,
     goal_event: str = "",
-    stage_names: Sequence[str] = (),
+    stages: Sequence[dict[str, Any]] = (),
 ) -> Funnel:
-    """Create a funnel from a preset (aida, journey) or with the given stage names."""
+    """Create a funnel from a preset (aida, journey) or with the given stages
+    [{"name", "key"?}] in order; keys are made from the names where not given."""
     name = name.strip()
     if not name:
         raise ApplicationError(_("A funnel needs a name."), field="name")
@@ -64,26 +65,25 @@ def funnel_create(
     funnel = Funnel.objects.create(
         workspace=workspace, name=name, preset=preset or None, goal_event=goal_event.strip()
     )
-    stages = PRESET_STAGES[preset] if preset else []
-    taken: set[str] = {key for key, _name in stages}
-    if not preset:
-        for stage_name in stage_names:
-            stage_name = stage_name.strip()
-            if stage_name:
-                key = _unique_key(funnel, stage_name, taken)
-                taken.add(key)
-                stages.append((key, stage_name))
-    Stage.objects.bulk_create(
-        Stage(funnel=funnel, key=key, name=stage_name, position=position)
-        for position, (key, stage_name) in enumerate(stages)
-    )
+    if preset:
+        Stage.objects.bulk_create(
+            Stage(funnel=funnel, key=key, name=stage_name, position=position)
+            for position, (key, stage_name) in enumerate(PRESET_STAGES[preset])
+        )
+    else:
+        funnel_set_stages(funnel=funnel, stages=[spec for spec in stages if spec.get("name")])
     return funnel
 
 
 @transaction.atomic
 def funnel_update(
-    *, funnel: Funnel, name: str | None = None, goal_event: str | None = None
+    *,
+    funnel: Funnel,
+    name: str | None = None,
+    goal_event: str | None = None,
+    stages: Sequence[dict[str, Any]] | None = None,
 ) -> Funnel:
+    """Change name, goal and (when given) the stages, all or nothing."""
     if name is not None:
         if not name.strip():
             raise ApplicationError(_("A funnel needs a name."), field="name")
@@ -91,6 +91,8 @@ def funnel_update(
     if goal_event is not None:
         funnel.goal_event = goal_event.strip()
     funnel.save()
+    if stages is not None:
+        funnel_set_stages(funnel=funnel, stages=stages)
     return funnel
 
 
@@ -473,17 +475,29 @@ def _apply_rules(event: Event, rules: list[StageRule]) -> None:
         )
 
 
+def _stage_at(*, funnel: Funnel, contact_id: uuid.UUID, at: datetime) -> uuid.UUID | None:
+    """The stage the contact was in just before `at` (a late event is credited to the stage
+    of its own time, and not to a move the same event caused)."""
+    return (
+        StageTransition.objects.filter(funnel=funnel, contact_id=contact_id, occurred_at__lt=at)
+        .order_by("-occurred_at")
+        .values_list("to_stage_id", flat=True)
+        .first()
+    )
+
+
 def _record_conversions(event: Event, funnels: list[Funnel]) -> None:
     for funnel in funnels:
         if funnel.goal_event != event.name:
             continue
-        current = ContactStage.objects.filter(contact=event.contact, funnel=funnel).first()
         conversion, created = Conversion.objects.get_or_create(
             funnel=funnel,
             event=event,
             defaults={
                 "contact": event.contact,
-                "stage_id": current.stage_id if current else None,
+                "stage_id": _stage_at(
+                    funnel=funnel, contact_id=event.contact_id, at=event.occurred_at
+                ),
                 "value": event.value,
                 "currency": event.currency,
                 "occurred_at": event.occurred_at,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.utils import extend_schema
@@ -15,12 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from contacts.models import Contact
-from contacts.validators import normalize_email
 from core.api.auth import request_workspace
 from core.api.idempotency import idempotent
 from core.models import ApiKey
 from funnel import selectors, services
-from funnel.models import Funnel, FunnelPreset, Stage, StageRule, TransitionCause
+from funnel.event_input import parse_event
+from funnel.models import Event, Funnel, FunnelPreset, Stage, StageRule, TransitionCause
 from funnel.services import MAX_BATCH, EventInput
 
 
@@ -86,7 +84,7 @@ class FunnelListApi(GenericAPIView[Funnel]):
             name=data["name"],
             preset=preset,
             goal_event=data.get("goal_event", ""),
-            stage_names=[stage["name"] for stage in data.get("stages", [])],
+            stages=[dict(stage) for stage in data.get("stages", [])],
         )
         return _render(request, funnel, status.HTTP_201_CREATED)
 
@@ -110,11 +108,10 @@ class FunnelDetailApi(GenericAPIView[Funnel]):
         payload = FunnelInputSerializer(data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
+        stages = [dict(stage) for stage in data["stages"]] if "stages" in data else None
         services.funnel_update(
-            funnel=funnel, name=data.get("name"), goal_event=data.get("goal_event")
+            funnel=funnel, name=data.get("name"), goal_event=data.get("goal_event"), stages=stages
         )
-        if "stages" in data:
-            services.funnel_set_stages(funnel=funnel, stages=[dict(s) for s in data["stages"]])
         return _render(request, funnel)
 
     @extend_schema(responses={204: None})
@@ -229,9 +226,11 @@ class MoveApi(GenericAPIView[Funnel]):
 
 
 class EventSerializer(serializers.Serializer[Any]):
+    """The shape of one event, for the schema; items are parsed by funnel.event_input."""
+
     contact = serializers.CharField(max_length=320, help_text="Contact id or email address.")
     name = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", max_length=100)
-    properties = serializers.DictField(required=False, default=dict)
+    properties = serializers.DictField(required=False)
     value = serializers.DecimalField(
         max_digits=14, decimal_places=2, required=False, allow_null=True
     )
@@ -243,64 +242,8 @@ class EventSerializer(serializers.Serializer[Any]):
     )
     channel = serializers.CharField(max_length=50, required=False, allow_blank=True)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("value") is not None and not attrs.get("currency"):
-            raise serializers.ValidationError({"currency": ["Give the currency of the value."]})
-        return attrs
 
-    def to_input(self) -> EventInput:
-        data = self.validated_data
-        contact_ref = data["contact"].strip()
-        contact_id, email = None, ""
-        try:
-            contact_id = uuid.UUID(contact_ref)
-        except ValueError:
-            email = contact_ref
-        return EventInput(
-            name=data["name"],
-            contact_id=contact_id,
-            email=email,
-            properties=data.get("properties") or {},
-            value=data.get("value"),
-            currency=data.get("currency", ""),
-            occurred_at=data.get("occurred_at"),
-            external_id=data.get("external_id") or None,
-            source=data.get("source", ""),
-            channel=data.get("channel", ""),
-        )
-
-    def validate_contact(self, value: str) -> str:
-        value = value.strip()
-        if "@" in value:
-            try:
-                return normalize_email(value)
-            except ValidationError as exc:
-                raise serializers.ValidationError(exc.messages) from exc
-        return value
-
-
-class EventApi(GenericAPIView[Funnel]):
-    serializer_class = EventSerializer
-
-    @extend_schema(request=EventSerializer, responses={201: dict[str, Any], 200: dict[str, Any]})
-    def post(self, request: Request) -> Response:
-        workspace = request_workspace(request)
-        payload = EventSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        result = services.events_record(workspace=workspace, inputs=[payload.to_input()])
-        if result.errors:
-            return Response(result.errors[0]["errors"], status=status.HTTP_400_BAD_REQUEST)
-        if result.events:
-            event = result.events[0]
-            return Response(_event_json(event), status=status.HTTP_201_CREATED)
-        existing = services.event_by_external_id(
-            workspace=workspace, external_id=payload.validated_data["external_id"]
-        )
-        assert existing is not None
-        return Response(_event_json(existing), status=status.HTTP_200_OK)
-
-
-def _event_json(event: Any) -> dict[str, Any]:
+def _event_json(event: Event) -> dict[str, Any]:
     return {
         "id": str(event.pk),
         "contact": str(event.contact_id),
@@ -315,13 +258,38 @@ def _event_json(event: Any) -> dict[str, Any]:
     }
 
 
-class EventBatchSerializer(serializers.Serializer[Any]):
-    events = serializers.ListField(
-        child=serializers.DictField(), max_length=MAX_BATCH, allow_empty=False
+class EventApi(GenericAPIView[Event]):
+    serializer_class = EventSerializer
+
+    @extend_schema(
+        request=EventSerializer,
+        responses={201: dict[str, Any], 200: dict[str, Any]},
+        description="201 when stored; a repeated external_id answers 200 with the stored "
+        "event and stores nothing. An unknown email creates a not_subscribed contact.",
     )
+    def post(self, request: Request) -> Response:
+        workspace = request_workspace(request)
+        event_input, errors = parse_event(request.data)
+        if event_input is None:
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        result = services.events_record(workspace=workspace, inputs=[event_input])
+        if result.errors:
+            return Response(result.errors[0]["errors"], status=status.HTTP_400_BAD_REQUEST)
+        if result.events:
+            return Response(_event_json(result.events[0]), status=status.HTTP_201_CREATED)
+        assert event_input.external_id is not None
+        existing = services.event_by_external_id(
+            workspace=workspace, external_id=event_input.external_id
+        )
+        assert existing is not None
+        return Response(_event_json(existing), status=status.HTTP_200_OK)
 
 
-class EventBatchApi(GenericAPIView[Funnel]):
+class EventBatchSerializer(serializers.Serializer[Any]):
+    events = EventSerializer(many=True)
+
+
+class EventBatchApi(GenericAPIView[Event]):
     serializer_class = EventBatchSerializer
 
     @extend_schema(
@@ -332,18 +300,23 @@ class EventBatchApi(GenericAPIView[Funnel]):
     )
     def post(self, request: Request) -> Response:
         workspace = request_workspace(request)
-        payload = EventBatchSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
+        items = request.data.get("events") if isinstance(request.data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise serializers.ValidationError({"events": ["Give a non-empty list of events."]})
+        if len(items) > MAX_BATCH:
+            raise serializers.ValidationError(
+                {"events": [f"At most {MAX_BATCH} events per batch."]}
+            )
         inputs: list[EventInput] = []
         positions: list[int] = []
         errors: list[dict[str, Any]] = []
-        for index, item in enumerate(payload.validated_data["events"]):
-            event = EventSerializer(data=item)
-            if event.is_valid():
-                inputs.append(event.to_input())
-                positions.append(index)
+        for index, item in enumerate(items):
+            event_input, item_errors = parse_event(item)
+            if event_input is None:
+                errors.append({"index": index, "errors": item_errors})
             else:
-                errors.append({"index": index, "errors": event.errors})
+                inputs.append(event_input)
+                positions.append(index)
         result = services.events_record(workspace=workspace, inputs=inputs)
         errors += [
             {"index": positions[error["index"]], "errors": error["errors"]}

@@ -314,7 +314,7 @@ def funnel_create(request: HttpRequest, membership: Membership) -> HttpResponse:
                 name=data["name"],
                 preset=preset,
                 goal_event=data["goal_event"],
-                stage_names=data["stage_names"] if preset is None else (),
+                stages=[{"name": name} for name in data["stage_names"]] if preset is None else (),
             )
         except ApplicationError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)

@@ -902,7 +902,7 @@ def test_names_from_outside_are_escaped_on_board_stages_and_rules(
 ) -> None:
     # given a funnel, stage, contact and rule condition carrying markup
     funnel = services.funnel_create(
-        workspace=workspace, name=SCRIPT, stage_names=[SCRIPT], goal_event=""
+        workspace=workspace, name=SCRIPT, stages=[{"name": SCRIPT}], goal_event=""
     )
     contact = ContactFactory(workspace=workspace, first_name=SCRIPT, last_name="")
     only_stage = Stage.objects.get(funnel=funnel)
