@@ -7,6 +7,7 @@ class FunnelConfig(AppConfig):
     verbose_name = _("Funnel")
 
     def ready(self) -> None:
-        from funnel import extensions, receivers  # noqa: F401  (receivers connect on import)
+        from funnel import extensions, webhook_receivers
 
         extensions.register()
+        webhook_receivers.connect()

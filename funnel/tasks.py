@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from funnel import webhook_tasks  # noqa: F401  (Celery finds only this module)
+
 
 @shared_task(name="funnel.events_process", acks_late=True, ignore_result=True)
 def events_process(event_ids: list[str]) -> None:

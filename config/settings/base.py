@@ -216,6 +216,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
     "import-files-purge": {"task": "contacts.import_files_purge", "schedule": 3600.0},
     "events-process-pending": {"task": "funnel.events_process_pending", "schedule": 60.0},
+    "webhook-deliveries-due": {"task": "funnel.webhook_deliveries_due", "schedule": 30.0},
+    "webhook-deliveries-purge": {"task": "funnel.webhook_deliveries_purge", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False
@@ -237,3 +239,6 @@ CONFIRMATION_MAIL_INTERVAL_MINUTES = 10
 SIGNUP_RATE_LIMIT_PER_IP = env_str("SIGNUP_RATE_LIMIT_PER_IP", "20/h")
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 IMPORT_FILE_RETENTION_DAYS = env_int("IMPORT_FILE_RETENTION_DAYS", 7)
+# Tests only: lets webhooks go to http://127.0.0.1 (DESIGN: outgoing HTTP is https to public
+# addresses only).
+WEBHOOKS_ALLOW_INSECURE_LOOPBACK = False

@@ -1,1 +1,0 @@
-"""Receivers of the funnel app: listen to contacts' signals (the outgoing webhooks hook in here)."""
