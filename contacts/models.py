@@ -162,9 +162,7 @@ class Subscription(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["contact", "mailing_list"], name="subscription_unique"
-            ),
+            models.UniqueConstraint(fields=["contact", "mailing_list"], name="subscription_unique"),
         ]
         indexes = [models.Index(fields=["mailing_list", "status"], name="subscription_list_status")]
 

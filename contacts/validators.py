@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ MAX_TAGS = 100
 MAX_TAG_LENGTH = 100
 
 
+@functools.lru_cache(maxsize=4096)  # pure; event batches name the same addresses again and again
 def normalize_email(value: str) -> str:
     """The address in its stored form: syntax checked, IDN domains decoded, lower-cased.
 

@@ -275,8 +275,9 @@ class EventApi(GenericAPIView[Event]):
         result = services.events_record(workspace=workspace, inputs=[event_input])
         if result.errors:
             return Response(result.errors[0]["errors"], status=status.HTTP_400_BAD_REQUEST)
-        if result.events:
-            return Response(_event_json(result.events[0]), status=status.HTTP_201_CREATED)
+        if result.event_ids:
+            event = Event.objects.get(pk=result.event_ids[0])
+            return Response(_event_json(event), status=status.HTTP_201_CREATED)
         assert event_input.external_id is not None
         existing = services.event_by_external_id(
             workspace=workspace, external_id=event_input.external_id
