@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, F, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, URLResolver, path
@@ -24,13 +21,12 @@ from django.views.decorators.http import require_POST
 from contacts.models import Contact
 from contacts.selectors import ContactFilter, contact_list
 from core.exceptions import ApplicationError
-from core.models import Membership, Role, Workspace
+from core.models import Membership, Role
 from core.permissions import workspace_view
 from funnel import selectors, services
 from funnel.conditions import OPERATORS
-from funnel.models import ContactStage, Funnel, FunnelPreset, Stage, StageRule, TransitionCause
+from funnel.models import Funnel, FunnelPreset, Stage, StageRule, TransitionCause
 
-CARDS_PER_COLUMN = 50
 EVENT_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 CUSTOM_PRESET = "custom"
 
@@ -46,70 +42,6 @@ OPERATOR_LABELS = {
     "contains": gettext_lazy("contains"),
     "exists": gettext_lazy("exists"),
 }
-
-
-# --- reads the pages need
-
-
-@dataclass(frozen=True)
-class FunnelSummary:
-    funnel: Funnel
-    stages: list[tuple[Stage, int]]
-    total: int
-
-
-@dataclass(frozen=True)
-class BoardColumn:
-    stage: Stage
-    count: int
-    cards: list[ContactStage] = field(default_factory=list)
-
-    @property
-    def more(self) -> int:
-        return max(self.count - len(self.cards), 0)
-
-
-def _funnel_summaries(*, workspace: Workspace) -> list[FunnelSummary]:
-    """Every funnel of the workspace with the number of contacts in each stage (two queries)."""
-    counts = dict(
-        ContactStage.objects.filter(funnel__workspace=workspace)
-        .values("stage_id")
-        .annotate(count=Count("pk"))
-        .values_list("stage_id", "count")
-    )
-    summaries = []
-    for funnel in selectors.funnel_list(workspace=workspace):
-        stages = [(stage, counts.get(stage.pk, 0)) for stage in funnel.stages.all()]
-        summaries.append(
-            FunnelSummary(funnel=funnel, stages=stages, total=sum(count for _s, count in stages))
-        )
-    return summaries
-
-
-def _board_columns(*, funnel: Funnel) -> list[BoardColumn]:
-    """One column per stage in order: its count and its newest-entered contacts (a fixed
-    number of queries whatever the number of stages or contacts)."""
-    counts = selectors.stage_counts(funnel=funnel)
-    ranked = (
-        ContactStage.objects.filter(funnel=funnel)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("stage_id")],
-                order_by=[F("entered_at").desc(), F("contact_id").desc()],
-            )
-        )
-        .filter(rank__lte=CARDS_PER_COLUMN)
-        .select_related("contact")
-        .order_by("stage_id", "rank")
-    )
-    cards: dict[uuid.UUID, list[ContactStage]] = defaultdict(list)
-    for membership in ranked:
-        cards[membership.stage_id].append(membership)
-    return [
-        BoardColumn(stage=stage, count=counts.get(stage.pk, 0), cards=cards[stage.pk])
-        for stage in funnel.stages.all()
-    ]
 
 
 def _funnel_or_404(membership: Membership, pk: uuid.UUID) -> Funnel:
@@ -298,7 +230,7 @@ class RuleForm(forms.Form):
 
 @workspace_view()
 def funnel_index(request: HttpRequest, membership: Membership) -> HttpResponse:
-    summaries = _funnel_summaries(workspace=membership.workspace)
+    summaries = selectors.funnel_summaries(workspace=membership.workspace)
     return render(request, "funnel/funnel_index.html", {"summaries": summaries})
 
 
@@ -328,7 +260,7 @@ def _board_context(funnel: Funnel) -> dict[str, Any]:
     return {
         "funnel": funnel,
         "stages": list(funnel.stages.all()),
-        "columns": _board_columns(funnel=funnel),
+        "columns": selectors.board_columns(funnel=funnel),
     }
 
 
