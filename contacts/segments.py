@@ -42,6 +42,7 @@ from contacts.models import (
     Subscription,
     SubscriptionStatus,
 )
+from core.durations import ISO_DURATION, parse_duration
 from core.exceptions import ConflictError
 from core.models import Workspace
 
@@ -76,10 +77,6 @@ OPERATORS: Final = ("eq", "neq", "contains", "in", "gt", "lt", "exists")
 ATTRIBUTE_PREFIX: Final = "attributes."
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ISO 8601 durations without years and months (their length depends on the calendar).
-ISO_DURATION = re.compile(
-    r"^P(?:(?P<weeks>\d+)W|(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?)$"
-)
 
 # Field kinds decide the operators a field takes and how its value is read.
 TEXT_CI = "text_ci"  # compared case-insensitively
@@ -438,11 +435,7 @@ def _duration(value: object, path: str) -> str:
 
 def segment_duration(text: str) -> dt.timedelta:
     """The timedelta of a validated duration such as "P30D", "P2W" or "PT12H"."""
-    match = ISO_DURATION.match(text)
-    if match is None:
-        raise ValueError(f"not an ISO 8601 duration without years and months: {text!r}")
-    parts = {name: int(number) for name, number in match.groupdict().items() if number}
-    return dt.timedelta(**parts)
+    return parse_duration(text)
 
 
 # --- Compilation ---------------------------------------------------------------------------
