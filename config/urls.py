@@ -3,6 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from campaigns import api as campaigns_api
 from contacts import api as contacts_api
 from contacts import public_urls as contacts_public
 from core.api import urls as core_api
@@ -13,6 +14,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include(contacts_api.urlpatterns)),
     path("", include(core_api.urlpatterns)),
     path("", include(funnel_api.urlpatterns)),
+    path("", include(campaigns_api.urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -1,0 +1,193 @@
+"""Writes of the campaigns app: sequences and enrollments. (Sending: campaigns/engine.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from campaigns.graph import validate_exit_on, validate_send_window, validate_steps, validate_trigger
+from campaigns.models import (
+    Enrollment,
+    EnrollmentStatus,
+    Reentry,
+    Sequence,
+    SequenceStatus,
+)
+from campaigns.rendering import check_template
+from contacts.models import Contact, MailingList, Segment
+from core.exceptions import ApplicationError, ConflictError
+from core.models import Workspace
+from funnel.models import Funnel, Stage
+
+EDITABLE = ("name", "funnel", "trigger", "exit_on", "reentry", "send_window", "steps")
+
+
+def _validated(
+    *, workspace: Workspace, data: dict[str, Any], funnel: Funnel | None
+) -> dict[str, Any]:
+    stage_ids = (
+        {str(pk) for pk in Stage.objects.filter(funnel=funnel).values_list("pk", flat=True)}
+        if funnel
+        else set()
+    )
+    cleaned: dict[str, Any] = {}
+    if "name" in data:
+        name = str(data["name"]).strip()
+        if not name:
+            raise ApplicationError(_("A sequence needs a name."), field="name")
+        cleaned["name"] = name[:150]
+    if "steps" in data:
+        cleaned["steps"] = validate_steps(
+            data["steps"], stage_ids=stage_ids, check_template=check_template
+        )
+    if "trigger" in data:
+        cleaned["trigger"] = validate_trigger(
+            data["trigger"],
+            stage_ids=stage_ids,
+            list_ids={
+                str(pk)
+                for pk in MailingList.objects.filter(workspace=workspace).values_list(
+                    "pk", flat=True
+                )
+            },
+            segment_ids={
+                str(pk)
+                for pk in Segment.objects.filter(workspace=workspace).values_list("pk", flat=True)
+            },
+        )
+    if "exit_on" in data:
+        cleaned["exit_on"] = validate_exit_on(data["exit_on"])
+    if "send_window" in data:
+        cleaned["send_window"] = validate_send_window(data["send_window"])
+    if "reentry" in data:
+        if data["reentry"] not in Reentry.values:
+            raise ApplicationError(_("Use never, after_exit or always."), field="reentry")
+        cleaned["reentry"] = data["reentry"]
+    return cleaned
+
+
+def _funnel_of(workspace: Workspace, funnel: Funnel | None) -> Funnel | None:
+    if funnel is not None and funnel.workspace_id != workspace.pk:
+        raise ApplicationError(_("Choose one of this workspace's funnels."), field="funnel")
+    return funnel
+
+
+@transaction.atomic
+def sequence_create(*, workspace: Workspace, funnel: Funnel | None = None, **data: Any) -> Sequence:
+    """Create a draft sequence. Steps and trigger are validated (errors name the step)."""
+    funnel = _funnel_of(workspace, funnel)
+    data.setdefault("trigger", {"type": "manual"})
+    cleaned = _validated(workspace=workspace, data=data, funnel=funnel)
+    if "name" not in cleaned:
+        raise ApplicationError(_("A sequence needs a name."), field="name")
+    if "steps" not in cleaned:
+        raise ApplicationError(_("A sequence needs at least one step."), field="steps")
+    return Sequence.objects.create(workspace=workspace, funnel=funnel, **cleaned)
+
+
+@transaction.atomic
+def sequence_update(*, sequence: Sequence, **data: Any) -> Sequence:
+    """Change a sequence; each change makes a new version.
+
+    Editing an active sequence never strands an enrollment: one that waits at a step that is
+    kept continues there; one at a removed step continues at the first step after it (in the
+    old graph) that still exists, or completes when none does.
+    """
+    sequence = Sequence.objects.select_for_update().get(pk=sequence.pk)
+    funnel = _funnel_of(sequence.workspace, data.pop("funnel", sequence.funnel))
+    cleaned = _validated(workspace=sequence.workspace, data=data, funnel=funnel)
+    if "steps" in cleaned:
+        _relocate_enrollments(sequence=sequence, new_steps=cleaned["steps"])
+    for name, value in cleaned.items():
+        setattr(sequence, name, value)
+    sequence.funnel = funnel
+    sequence.version = F("version") + 1
+    sequence.save()
+    sequence.refresh_from_db()
+    return sequence
+
+
+def _relocate_enrollments(*, sequence: Sequence, new_steps: list[dict[str, Any]]) -> None:
+    from campaigns.graph import successors
+
+    old = {step["key"]: step for step in sequence.steps}
+    kept = {step["key"] for step in new_steps}
+    removed = set(old) - kept
+    if not removed:
+        return
+    for key in removed:
+        target, seen, frontier = None, set(), list(successors(old[key]))
+        while frontier and target is None:
+            candidate = frontier.pop(0)
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            if candidate in kept:
+                target = candidate
+            elif candidate in old:
+                frontier.extend(successors(old[candidate]))
+        active = Enrollment.objects.filter(
+            sequence=sequence, status=EnrollmentStatus.ACTIVE, current_step=key
+        )
+        if target is None:
+            active.update(
+                status=EnrollmentStatus.COMPLETED,
+                finished_at=timezone.now(),
+                exit_reason=f"step {key} removed",
+                next_run_at=None,
+            )
+        else:
+            active.update(
+                current_step=target, next_run_at=timezone.now(), step_started_at=timezone.now()
+            )
+
+
+@transaction.atomic
+def sequence_set_status(*, sequence: Sequence, status: str) -> Sequence:
+    """Activate, pause or archive. Pausing keeps every enrollment where it is; activating
+    again lets them go on (waits that passed meanwhile fire at once)."""
+    if status not in SequenceStatus.values:
+        raise ApplicationError(_("Unknown status."), field="status")
+    if status == SequenceStatus.ACTIVE and not sequence.steps:
+        raise ConflictError(_("A sequence without steps cannot run."))
+    Sequence.objects.filter(pk=sequence.pk).update(status=status, updated_at=timezone.now())
+    sequence.refresh_from_db()
+    return sequence
+
+
+@transaction.atomic
+def enrollment_create(
+    *, sequence: Sequence, contact: Contact, reason: str = "manual"
+) -> Enrollment | None:
+    """Start the contact on the sequence's first step, due now.
+
+    Honours the re-entry policy and the rule of one active run per contact and sequence;
+    returns None when the contact may not (or already does) run through it.
+    """
+    if contact.workspace_id != sequence.workspace_id:
+        raise ApplicationError(_("That contact is not in this workspace."), field="contact")
+    if sequence.status != SequenceStatus.ACTIVE:
+        raise ConflictError(_("The sequence is not active."))
+    previous = Enrollment.objects.filter(sequence=sequence, contact=contact)
+    if sequence.reentry == Reentry.NEVER and previous.exists():
+        return None
+    if previous.filter(status=EnrollmentStatus.ACTIVE).exists():
+        return None
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return Enrollment.objects.create(
+                workspace_id=sequence.workspace_id,
+                sequence=sequence,
+                contact=contact,
+                current_step=sequence.steps[0]["key"],
+                next_run_at=now,
+                step_started_at=now,
+                exit_reason="",
+            )
+    except IntegrityError:  # a concurrent trigger won the race; one active run is enough
+        return None
