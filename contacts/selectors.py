@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from contacts.models import Contact, ContactQuerySet, Tag
+from contacts.models import Contact, ContactQuerySet, ContactStatus, Suppression, Tag
 from contacts.validators import normalize_email
 from core.models import Workspace
 
@@ -95,3 +95,13 @@ def contact_get(*, workspace: Workspace, contact_id: uuid.UUID | str) -> Contact
 
 def tag_names(*, workspace: Workspace) -> list[str]:
     return list(Tag.objects.filter(workspace=workspace).values_list("name", flat=True))
+
+
+def contact_is_mailable(contact: Contact) -> bool:
+    """May this contact get marketing mail now? Subscribed and not on the suppression list
+    (checked again at the moment of sending, not only when the audience was chosen)."""
+    if contact.status != ContactStatus.SUBSCRIBED:
+        return False
+    return not Suppression.objects.filter(
+        workspace_id=contact.workspace_id, email_hash=Suppression.hash_email(contact.email)
+    ).exists()

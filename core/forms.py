@@ -61,6 +61,7 @@ class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
             "locale",
             "frequency_cap_per_day",
             "frequency_cap_per_week",
+            "send_rate_per_second",
             "track_opens",
             "track_clicks",
         ]

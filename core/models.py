@@ -104,6 +104,11 @@ class Workspace(models.Model):
     frequency_cap_per_week = models.PositiveSmallIntegerField(
         _("marketing mails per contact per 7 days"), default=3
     )
+    send_rate_per_second = models.PositiveIntegerField(
+        _("marketing mails per second"),
+        default=20,
+        help_text=_("Across all workers; keep it within what your mail service allows."),
+    )
     track_opens = models.BooleanField(_("track opens"), default=True)
     track_clicks = models.BooleanField(_("track clicks"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,0 +1,1 @@
+"""Celery tasks of the sequence engine (see campaigns/engine.py)."""

@@ -1,0 +1,1 @@
+"""Celery tasks that hand messages to the mail transport (see campaigns/sending.py)."""
