@@ -155,6 +155,7 @@ class EnrollmentListApi(GenericAPIView[Enrollment]):
         return self.get_paginated_response(EnrollmentSerializer(page, many=True).data)
 
     @extend_schema(request=EnrollmentInputSerializer, responses={201: EnrollmentSerializer})
+    @idempotent
     def post(self, request: Request, pk: str) -> Response:
         sequence = get_object_or_404(_sequences(request), pk=pk)
         payload = EnrollmentInputSerializer(data=request.data)

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from contacts import importing
 from contacts.models import ContactImport, MailingList
 from core.api.auth import request_workspace
+from core.api.idempotency import idempotent
 from core.models import ApiKey, Workspace
 
 MAX_ERRORS_SHOWN = 1000
@@ -102,6 +103,7 @@ class ContactImportApi(APIView):
         responses={202: ImportStartedSerializer},
         description="Upload a CSV and start importing it; poll GET /imports/{id}/.",
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         payload = ImportStartSerializer(data=request.data)
         payload.is_valid(raise_exception=True)

@@ -134,6 +134,7 @@ class SubscribeApi(GenericAPIView[MailingList]):
         "address every 10 minutes); lists without double opt-in subscribe at once (200). "
         "Never mails a suppressed address.",
     )
+    @idempotent
     def post(self, request: Request, pk: str) -> Response:
         mailing_list = get_object_or_404(_lists(request), pk=pk)
         payload = SubscribeSerializer(data=request.data)

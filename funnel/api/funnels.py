@@ -267,6 +267,7 @@ class EventApi(GenericAPIView[Event]):
         description="201 when stored; a repeated external_id answers 200 with the stored "
         "event and stores nothing. An unknown email creates a not_subscribed contact.",
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         workspace = request_workspace(request)
         event_input, errors = parse_event(request.data)
@@ -299,6 +300,7 @@ class EventBatchApi(GenericAPIView[Event]):
         description="Up to 1000 events. Good items are stored, bad ones are reported by index: "
         '{"created", "duplicates", "errors": [{"index", "errors": {field: [...]}}]}.',
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         workspace = request_workspace(request)
         items = request.data.get("events") if isinstance(request.data, dict) else None

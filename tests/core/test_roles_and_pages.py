@@ -99,6 +99,7 @@ def settings_data(workspace: Workspace, **overrides: object) -> dict[str, object
         "locale": "de",
         "frequency_cap_per_day": 1,
         "frequency_cap_per_week": 3,
+        "send_rate_per_second": 20,
         "track_opens": "on",
     }
     data.update(overrides)
