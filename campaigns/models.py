@@ -217,6 +217,12 @@ class Message(models.Model):
                 condition=models.Q(status__in=["queued", "retrying"]),
                 name="message_due",
             ),
+            # Messages a dead worker left behind (campaigns.sending.messages_recover_stuck).
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="sending"),
+                name="message_sending",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ urlpatterns = [
     path("contacts/", include("contacts.urls")),
     path("", include(contacts_public.urlpatterns)),
     path("funnels/", include("funnel.urls")),
+    path("sequences/", include("campaigns.urls")),
     path("", include(funnel_public.urlpatterns)),
     path("", include("analytics.urls")),
     path("", include("core.urls")),
