@@ -218,6 +218,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "events-process-pending": {"task": "funnel.events_process_pending", "schedule": 60.0},
     "webhook-deliveries-due": {"task": "funnel.webhook_deliveries_due", "schedule": 30.0},
     "webhook-deliveries-purge": {"task": "funnel.webhook_deliveries_purge", "schedule": 3600.0},
+    "campaigns-tick": {"task": "campaigns.tick", "schedule": 5.0},
+    "campaigns-stalled-scan": {"task": "campaigns.stalled_scan", "schedule": 300.0},
+    "campaigns-segment-scan": {"task": "campaigns.segment_scan", "schedule": 300.0},
     "messages-retry-due": {"task": "campaigns.messages_retry_due", "schedule": 30.0},
     "messages-recover-stuck": {"task": "campaigns.messages_recover_stuck", "schedule": 60.0},
 }

@@ -1,0 +1,79 @@
+"""Receivers: what campaigns does when the apps below announce something.
+
+Connected in CampaignsConfig.ready() (dispatch_uid makes connecting twice harmless). Each
+runs inside the transaction that sent the signal, so the sequence's reaction commits or rolls
+back with its cause; tasks are scheduled on commit by the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from campaigns import engine
+from contacts import signals as contact_signals
+from funnel import signals as funnel_signals
+
+
+def on_contact_unsubscribed(sender: Any, *, contact_id: str, **kwargs: Any) -> None:
+    """Unsubscribed, bounced, complained or erased: stop everything at once."""
+    engine.enrollments_end_for_contact(contact_id=contact_id, reason="unsubscribed")
+
+
+def on_contact_subscribed(sender: Any, *, contact_id: str, **kwargs: Any) -> None:
+    """A double opt-in confirmation starts the sequences triggered by the confirmed lists."""
+    from contacts.models import Contact
+
+    contact = Contact.objects.filter(pk=contact_id).first()
+    if contact is None:
+        return
+    list_ids = engine.lists_just_confirmed(contact)
+    if list_ids:
+        engine.enroll_on_list_confirmed(contact, list_ids)
+
+
+def on_event_recorded(
+    sender: Any, *, workspace_id: str, event_id: str, contact_id: str, name: str, **kwargs: Any
+) -> None:
+    """Goals first (a converted run does not react), then waiting runs, then triggers."""
+    from funnel.models import Event
+
+    engine.goals_on_event(workspace_id=workspace_id, contact_id=contact_id, name=name)
+    engine.reactions_on_event(contact_id=contact_id, name=name)
+    event = Event.objects.select_related("contact").filter(pk=event_id).first()
+    if event is not None:
+        engine.enroll_on_event(event)
+
+
+def on_stage_changed(
+    sender: Any,
+    *,
+    funnel_id: str,
+    contact_id: str,
+    to_stage_id: str,
+    **kwargs: Any,
+) -> None:
+    """Wake runs waiting for this stage, then start the sequences triggered by entering it."""
+    from contacts.models import Contact
+    from funnel.models import Stage
+
+    engine.reactions_on_stage(contact_id=contact_id, stage_id=to_stage_id)
+    stage = Stage.objects.select_related("funnel").filter(pk=to_stage_id).first()
+    contact = Contact.objects.filter(pk=contact_id).first()
+    if stage is not None and contact is not None:
+        engine.enroll_on_stage_entered(contact, stage.funnel, stage)
+
+
+def connect() -> None:
+    """Wire the receivers (called from CampaignsConfig.ready)."""
+    contact_signals.contact_unsubscribed.connect(
+        on_contact_unsubscribed, dispatch_uid="campaigns.engine.contact_unsubscribed"
+    )
+    contact_signals.contact_subscribed.connect(
+        on_contact_subscribed, dispatch_uid="campaigns.engine.contact_subscribed"
+    )
+    funnel_signals.event_recorded.connect(
+        on_event_recorded, dispatch_uid="campaigns.engine.event_recorded"
+    )
+    funnel_signals.stage_changed.connect(
+        on_stage_changed, dispatch_uid="campaigns.engine.stage_changed"
+    )
