@@ -7,6 +7,7 @@ class CampaignsConfig(AppConfig):
     verbose_name = _("Campaigns")
 
     def ready(self) -> None:
-        from campaigns import receivers
+        from campaigns import extensions, receivers
 
+        extensions.register()
         receivers.connect()

@@ -25,7 +25,7 @@ class TimelineItem:
         return {"at": self.at.isoformat(), "kind": self.kind, "title": self.title, **self.detail}
 
 
-CAUSAL_ORDER = {"consent": 0, "event": 1, "stage_change": 2}
+CAUSAL_ORDER = {"consent": 0, "event": 1, "message": 1, "email_activity": 2, "stage_change": 2}
 
 TimelineSource = Callable[[Contact, int], list[TimelineItem]]
 _sources: dict[str, TimelineSource] = {}
