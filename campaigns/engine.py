@@ -214,16 +214,30 @@ _current_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
 
 
 def _claim(limit: int, now: dt.datetime) -> list[Enrollment]:
-    return list(
+    # Lock ids only, then load the rows with their contacts, and each sequence (with its steps
+    # JSON) once: joining the sequence into every claimed row made the claim grow with the
+    # table (bench/scheduler.py).
+    ids = list(
         Enrollment.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(
             status=EnrollmentStatus.ACTIVE,
             next_run_at__lte=now,
             sequence__status=SequenceStatus.ACTIVE,
         )
-        .select_related("sequence", "contact", "workspace")
-        .order_by("next_run_at")[:limit]
+        .order_by("next_run_at")
+        .values_list("pk", flat=True)[:limit]
     )
+    if not ids:
+        return []
+    enrollments = list(
+        Enrollment.objects.filter(pk__in=ids)
+        .select_related("contact", "workspace")
+        .order_by("next_run_at")
+    )
+    sequences = Sequence.objects.in_bulk({enrollment.sequence_id for enrollment in enrollments})
+    for enrollment in enrollments:
+        enrollment.sequence = sequences[enrollment.sequence_id]
+    return enrollments
 
 
 def _load_mail_facts(batch: _Batch, enrollments: list[Enrollment]) -> None:
