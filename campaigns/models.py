@@ -118,7 +118,7 @@ class BroadcastStatus(models.TextChoices):
 
 
 class Broadcast(models.Model):
-    """A one-off mail to a list or a segment (sending arrives with a later issue)."""
+    """A one-off mail to a list or a segment, now or at a time (campaigns/broadcasts.py)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="broadcasts")
@@ -138,10 +138,27 @@ class Broadcast(models.Model):
     status = models.CharField(
         max_length=20, choices=BroadcastStatus.choices, default=BroadcastStatus.DRAFT
     )
+    # How many contacts the audience had when sending started (the whole audience, also while
+    # an A/B test mails only its sample).
+    audience_count = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # A/B test: when the winner is due to be decided (the sample's last send + the wait), the
+    # winning variant (0 = the broadcast's own content) and whether nothing told them apart.
+    ab_decide_at = models.DateTimeField(null=True, blank=True)
+    winner = models.PositiveSmallIntegerField(null=True, blank=True)
+    winner_by_chance = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["ab_decide_at"],
+                condition=models.Q(winner__isnull=True, ab_decide_at__isnull=False),
+                name="broadcast_ab_due",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -49,7 +49,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import rendering
-from campaigns.models import Message, MessageStatus, Sequence
+from campaigns.models import Broadcast, BroadcastStatus, Message, MessageStatus, Sequence
 from contacts.models import Contact, ContactStatus, Suppression
 from contacts.selectors import contact_is_mailable
 from core.mail import tag_workspace
@@ -230,10 +230,20 @@ def _due(now: datetime) -> Q:
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
 
 
+def _halted_broadcast() -> Exists:
+    # A paused broadcast sends nothing more, also from a batch handed out before the pause; its
+    # messages stay queued and go out after the resume. EXISTS, never a join (see below).
+    return Exists(
+        Broadcast.objects.filter(pk=OuterRef("broadcast_id"), status=BroadcastStatus.PAUSED)
+    )
+
+
 def _claimable(message_id: uuid.UUID | str, now: datetime) -> Any:
-    return Message.objects.filter(
-        pk=message_id, status__in=CLAIMABLE, esp_accepted_at__isnull=True
-    ).filter(_due(now))
+    return (
+        Message.objects.filter(pk=message_id, status__in=CLAIMABLE, esp_accepted_at__isnull=True)
+        .filter(_due(now))
+        .exclude(_halted_broadcast())
+    )
 
 
 def _claim_update(now: datetime) -> dict[str, Any]:
@@ -612,5 +622,6 @@ def messages_retry_due(*, limit: int) -> list[str]:
         ),
         status__in=CLAIMABLE,
         esp_accepted_at__isnull=True,
-    ).order_by(F("next_attempt_at").asc(nulls_first=True), "created_at")
+    ).exclude(_halted_broadcast())
+    due = due.order_by(F("next_attempt_at").asc(nulls_first=True), "created_at")
     return [str(pk) for pk in due.values_list("pk", flat=True)[:limit]]

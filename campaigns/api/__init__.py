@@ -2,6 +2,11 @@
 
 from django.urls import URLPattern, URLResolver
 
-from campaigns.api import messages, sequences
+from campaigns.api import broadcasts, messages, sequences, simulation
 
-urlpatterns: list[URLPattern | URLResolver] = [*sequences.urlpatterns, *messages.urlpatterns]
+urlpatterns: list[URLPattern | URLResolver] = [
+    *sequences.urlpatterns,
+    *simulation.urlpatterns,
+    *broadcasts.urlpatterns,
+    *messages.urlpatterns,
+]

@@ -222,6 +222,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "campaigns-stalled-scan": {"task": "campaigns.stalled_scan", "schedule": 300.0},
     "campaigns-segment-scan": {"task": "campaigns.segment_scan", "schedule": 300.0},
     "messages-retry-due": {"task": "campaigns.messages_retry_due", "schedule": 30.0},
+    "broadcasts-dispatch": {"task": "campaigns.broadcasts_dispatch", "schedule": 10.0},
+    "broadcasts-ab-decide": {"task": "campaigns.broadcast_ab_decide", "schedule": 60.0},
     "messages-recover-stuck": {"task": "campaigns.messages_recover_stuck", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
