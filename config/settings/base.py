@@ -189,6 +189,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status"; each gets its own, stable enum name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ContactStatusEnum": "contacts.models.ContactStatus",
+        "SubscriptionStatusEnum": "contacts.models.SubscriptionStatus",
+        "ImportStatusEnum": "contacts.models.ImportStatus",
+        "SequenceStatusEnum": "campaigns.models.SequenceStatus",
+        "EnrollmentStatusEnum": "campaigns.models.EnrollmentStatus",
+        "BroadcastStatusEnum": "campaigns.models.BroadcastStatus",
+        "MessageStatusEnum": "campaigns.models.MessageStatus",
+        "DeliveryStatusEnum": "funnel.models.DeliveryStatus",
+        "LanguageEnum": "django.conf.settings.LANGUAGES",
+    },
 }
 
 # Celery: Redis in production; kombu's filesystem transport under var/ for the embedded default.

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from django.urls import path
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +27,7 @@ def _recorded_by(request: Request) -> str:
     return f"api_key:{api_key.prefix}" if isinstance(api_key, ApiKey) else "api"
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class JsonTextField(serializers.Field[Any, Any, str, Any]):
     """A form field carrying JSON (multipart bodies have no nested values)."""
 
