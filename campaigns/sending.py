@@ -15,8 +15,10 @@ DATA, or the ESP's HTTP 2xx) and the commit of the row that records it. A worker
 (SIGKILL, OOM, power loss) or a database that fails inside that window leaves the message in
 "sending" without `esp_accepted_at`; `messages_recover_stuck` later puts it back to "retrying"
 and it is sent a second time. It is one message per dying worker (a worker has at most one mail
-in flight) and the window is one UPDATE long (about a millisecond). The receiving side sees the
-same Message-ID header on both copies, so many mailbox providers fold them into one.
+in flight) and the window is one short transaction long (about a millisecond): the acceptance's
+UPDATE, committed together with the next message's claim when a send slot is at hand, else
+alone. The receiving side sees the same Message-ID header on both copies, so many mailbox
+providers fold them into one.
 
 Errors are classified once, in `classify_send_error`: temporary ones (SMTP 4xx, a dropped
 connection, a timeout, HTTP 429/5xx from an ESP) back off (1, 5, 15, 60 minutes, then every
@@ -45,6 +47,7 @@ from anymail.exceptions import (
 from django.core.cache import cache
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -260,38 +263,109 @@ def message_claim(*, message_id: str, now: datetime) -> bool:
     return _claimable(message_id, now).update(**_claim_update(now)) == 1
 
 
-def _claim_if_mailable(message: Message, now: datetime) -> bool:
-    # The fast path: claim and the send-time mailability check in one statement (subscribed,
-    # address not suppressed), so a batch costs two writes per mail. When it matches nothing,
-    # the caller claims plainly and asks contacts.selectors.contact_is_mailable why.
-    # Both checks are EXISTS subqueries, never a join: with a join Django would turn the UPDATE
-    # into "WHERE id IN (SELECT ...)", whose status condition PostgreSQL does not re-check after
-    # waiting for a concurrent claim, and two workers would both win.
-    subscribed = Contact.objects.filter(pk=OuterRef("contact_id"), status=ContactStatus.SUBSCRIBED)
-    suppressed = Suppression.objects.filter(
-        workspace_id=message.workspace_id, email_hash=Suppression.hash_email(message.contact.email)
-    )
+def _claim_if_mailable_sql() -> str:
+    # Written out once (the ORM spent about as long building this statement per mail as
+    # PostgreSQL spent running it). The same conditions as _claimable plus the send-time
+    # mailability check, all on the message row itself: EXISTS subqueries, never a join (see
+    # _claim_if_mailable).
+    message = Message._meta.db_table
+    # Table names from the models, every value a parameter.
     return (
-        _claimable(message.pk, now)
-        .filter(Exists(subscribed))
-        .exclude(Exists(suppressed))
-        .update(**_claim_update(now))
-        == 1
+        f'UPDATE "{message}" SET "status" = %s, '  # noqa: S608
+        f'"attempts" = "{message}"."attempts" + 1, "next_attempt_at" = %s '
+        f'WHERE "{message}"."id" = %s AND "{message}"."status" IN (%s, %s) '
+        f'AND "{message}"."esp_accepted_at" IS NULL '
+        f'AND ("{message}"."next_attempt_at" IS NULL OR "{message}"."next_attempt_at" <= %s) '
+        f'AND NOT EXISTS (SELECT 1 FROM "{Broadcast._meta.db_table}" b '
+        f'WHERE b."id" = "{message}"."broadcast_id" AND b."status" = %s) '
+        f'AND EXISTS (SELECT 1 FROM "{Contact._meta.db_table}" c '
+        f'WHERE c."id" = "{message}"."contact_id" AND c."status" = %s) '
+        f'AND NOT EXISTS (SELECT 1 FROM "{Suppression._meta.db_table}" s '
+        f'WHERE s."workspace_id" = %s AND s."email_hash" = %s)'
     )
 
 
-def _record_accepted(*, message_id: uuid.UUID, esp_message_id: str) -> None:
+def _record_accepted_sql() -> str:
+    message = Message._meta.db_table
+    return (
+        f'UPDATE "{message}" SET "status" = %s, '  # noqa: S608
+        f'"esp_accepted_at" = %s, "sent_at" = %s, '
+        f'"esp_message_id" = %s, "subject" = %s, "next_attempt_at" = NULL, "error" = \'\' '
+        f'WHERE "id" = %s'
+    )
+
+
+_CLAIM_IF_MAILABLE_SQL = _claim_if_mailable_sql()
+_RECORD_ACCEPTED_SQL = _record_accepted_sql()
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A mail the transport accepted whose acceptance is still to be written (at once)."""
+
+    message_id: uuid.UUID
+    esp_message_id: str
+    # The subject as the person received it (rendered), shown in lists and reports.
+    subject: str
+
+
+def _execute_accepted(cursor: Any, accepted: _Accepted) -> None:
     # Unconditional on status: the mail *was* accepted, and recording it is what stops any
     # later resend, whatever happened to the row meanwhile.
     now = timezone.now()
-    Message.objects.filter(pk=message_id).update(
-        status=MessageStatus.SENT,
-        esp_accepted_at=now,
-        sent_at=now,
-        esp_message_id=esp_message_id[:255],
-        next_attempt_at=None,
-        error="",
-    )
+    params: list[Any] = [
+        MessageStatus.SENT.value,
+        now,
+        now,
+        accepted.esp_message_id[:255],
+        accepted.subject[:500],
+        accepted.message_id,
+    ]
+    cursor.execute(_RECORD_ACCEPTED_SQL, params)
+
+
+def _record_accepted(accepted: _Accepted) -> None:
+    """Write an acceptance alone, in its own one-statement transaction."""
+    with connection.cursor() as cursor:
+        _execute_accepted(cursor, accepted)
+
+
+def _claim_if_mailable(message: Message, now: datetime, accepted: _Accepted | None) -> bool:
+    """Claim `message` if it is claimable and its contact mailable right now, in one
+    conditional UPDATE; when `accepted` is given, the previous mail's acceptance is written
+    first in the same transaction (one commit, one fsync, for both).
+
+    The fast path: claim and the send-time mailability check in one statement (subscribed,
+    address not suppressed). When it matches nothing, the caller claims plainly and asks
+    contacts.selectors.contact_is_mailable why. Both checks are EXISTS subqueries, never a
+    join: with a join Django would turn the UPDATE into "WHERE id IN (SELECT ...)", whose
+    status condition PostgreSQL does not re-check after waiting for a concurrent claim, and two
+    workers would both win.
+
+    Sharing the transaction cannot deadlock: the acceptance's row is in "sending" (committed),
+    so no claim matches or locks it, and a claim waits only for another claim of the same row,
+    which that transaction has already made.
+    """
+    params: list[Any] = [
+        MessageStatus.SENDING.value,
+        now,
+        message.pk,
+        MessageStatus.QUEUED.value,
+        MessageStatus.RETRYING.value,
+        now,
+        BroadcastStatus.PAUSED.value,
+        ContactStatus.SUBSCRIBED.value,
+        message.workspace_id,
+        Suppression.hash_email(message.contact.email),
+    ]
+    if accepted is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_IF_MAILABLE_SQL, params)
+            return bool(cursor.rowcount == 1)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _execute_accepted(cursor, accepted)
+        cursor.execute(_CLAIM_IF_MAILABLE_SQL, params)
+        return bool(cursor.rowcount == 1)
 
 
 def _in_flight(message_id: uuid.UUID) -> Any:
@@ -432,21 +506,30 @@ class _Slots:
 RESERVE_AT_MOST = 50
 
 
+def _slot_now(*, workspace: Workspace, slots: _Slots, wanted: int) -> float:
+    """Take a rate-limit slot without sleeping: 0.0 when taken (from the slots reserved in this
+    second, else by reserving a few more: one cache round trip), else the seconds to wait."""
+    now = time.time()
+    if slots.left > 0 and slots.window == int(now):
+        slots.left -= 1
+        return 0.0
+    limit = workspace.send_rate_per_second
+    chunk = max(1, min(wanted, RESERVE_AT_MOST, limit // 4))
+    granted, wait = rate_limit_reserve(workspace.pk, limit, now, chunk)
+    if granted:
+        slots.window, slots.left = int(now), granted - 1
+        return 0.0
+    return wait
+
+
 def _wait_for_slot(
     *, workspace: Workspace, slots: _Slots, wanted: int, tally: _Tally, max_wait: float
 ) -> bool:
     """Take a rate-limit slot, sleeping until the next second when this one is used up; False
     when the batch's wait budget is spent (the caller defers the rest)."""
-    limit = workspace.send_rate_per_second
     while True:
-        now = time.time()
-        if slots.left > 0 and slots.window == int(now):
-            slots.left -= 1
-            return True
-        chunk = max(1, min(wanted, RESERVE_AT_MOST, limit // 4))
-        granted, wait = rate_limit_reserve(workspace.pk, limit, now, chunk)
-        if granted:
-            slots.window, slots.left = int(now), granted - 1
+        wait = _slot_now(workspace=workspace, slots=slots, wanted=wanted)
+        if not wait:
             return True
         if tally.waited + wait > max_wait:
             tally.deferred_until = timezone.now() + timedelta(seconds=wait)
@@ -461,12 +544,16 @@ def _send_one(
     transport: _Transport,
     sequences: dict[uuid.UUID, Sequence],
     tally: _Tally,
-) -> None:
+    previous: _Accepted | None,
+) -> _Accepted | None:
+    """Claim, build and send one message. `previous` (the previous mail's acceptance, not yet
+    written) is written in the claim's transaction. Returns this mail's acceptance, which the
+    caller writes at once: alone, or with the next message's claim."""
     now = timezone.now()
-    if not _claim_if_mailable(message, now):
+    if not _claim_if_mailable(message, now, previous):
         if not message_claim(message_id=str(message.pk), now=now):
             tally.skipped += 1
-            return
+            return None
         # Claimed, but the contact was not mailable a moment ago: ask the authority, fresh.
         contact = Contact.objects.get(pk=message.contact_id)
         if not contact_is_mailable(contact):
@@ -474,7 +561,7 @@ def _send_one(
                 status=MessageStatus.CANCELLED, next_attempt_at=None, error=_cancel_reason(contact)
             )
             tally.cancelled += 1
-            return
+            return None
         message.contact = contact
     message.status = MessageStatus.SENDING
     message.attempts += 1
@@ -494,7 +581,7 @@ def _send_one(
         )
         _record_failure(message=message, failure=SendFailure(False, reason), now=now)
         tally.failed += 1
-        return
+        return None
     try:
         accepted = transport.send(mail)
     except Exception as error:  # classified; one failure must not sink the batch
@@ -509,7 +596,7 @@ def _send_one(
             tally.retrying += 1
         else:
             tally.failed += 1
-        return
+        return None
     if not accepted:
         status = _record_failure(
             message=message,
@@ -520,10 +607,11 @@ def _send_one(
             tally.retrying += 1
         else:
             tally.failed += 1
-        return
-    # The duplicate window is from the transport's acceptance to the end of this write.
-    _record_accepted(message_id=message.pk, esp_message_id=_esp_message_id(mail, message_id_header))
+        return None
+    # The duplicate window is from the transport's acceptance to the commit of this write,
+    # which the caller makes at once (with the next claim when a send slot is at hand).
     tally.sent += 1
+    return _Accepted(message.pk, _esp_message_id(mail, message_id_header), str(mail.subject))
 
 
 def messages_send(
@@ -557,6 +645,9 @@ def messages_send(
     tally = _Tally()
     sequences: dict[uuid.UUID, Sequence] = {}
     transport = _Transport()
+    # The last mail's acceptance while it is not written yet: written with the next claim (one
+    # commit for both) when a send slot is at hand without waiting, else alone at once.
+    accepted: _Accepted | None = None
     try:
         for position, message_id in enumerate(ids):
             found = batch.get(uuid.UUID(message_id))
@@ -564,19 +655,37 @@ def messages_send(
                 tally.skipped += 1
                 continue
             message = found
-            if not _wait_for_slot(
+            workspace_slots = slots.setdefault(message.workspace_id, _Slots())
+            wanted = len(ids) - position
+            if accepted is not None and _slot_now(
+                workspace=message.workspace, slots=workspace_slots, wanted=wanted
+            ):
+                # No slot without sleeping: never sleep with an unwritten acceptance.
+                _record_accepted(accepted)
+                accepted = None
+            if accepted is None and not _wait_for_slot(
                 workspace=message.workspace,
-                slots=slots.setdefault(message.workspace_id, _Slots()),
-                wanted=len(ids) - position,
+                slots=workspace_slots,
+                wanted=wanted,
                 tally=tally,
                 max_wait=max_wait_seconds,
             ):
                 until = tally.deferred_until or timezone.now()
                 tally.deferred_ids = _defer(ids=ids[position:], until=until)
                 break
-            _send_one(message=message, transport=transport, sequences=sequences, tally=tally)
+            accepted = _send_one(
+                message=message,
+                transport=transport,
+                sequences=sequences,
+                tally=tally,
+                previous=accepted,
+            )
     finally:
-        transport.reset()
+        try:
+            if accepted is not None:
+                _record_accepted(accepted)
+        finally:
+            transport.reset()
     return SendResult(
         sent=tally.sent,
         retrying=tally.retrying,

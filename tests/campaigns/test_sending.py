@@ -486,6 +486,52 @@ def test_mailability_is_checked_again_at_the_moment_of_sending(workspace):
 
 
 @pytest.mark.django_db
+def test_an_unmailable_message_between_two_sent_ones_keeps_both_acceptances(workspace):
+    # given three queued messages; the middle contact unsubscribed behind the engine's back,
+    # so the claim that carries the first mail's acceptance matches nothing
+    first, middle, last = make_messages(workspace, count=3)
+    Contact.objects.filter(pk=middle.contact_id).update(status=ContactStatus.UNSUBSCRIBED)
+    server = ScriptedSMTP()
+
+    # when the batch runs
+    with smtp_server(server), time_machine.travel(T0, tick=False):
+        result = messages_send(message_ids=ids_of([first, middle, last]))
+
+    # then the first and the last are sent and recorded, the middle one cancelled with why
+    assert (result.sent, result.cancelled, result.skipped) == (2, 1, 0)
+    assert server.recipients() == ["reader0@example.org", "reader2@example.org"]
+    for message in (first, last):
+        message.refresh_from_db()
+        assert (message.status, message.esp_accepted_at, message.attempts) == (
+            MessageStatus.SENT,
+            T0,
+            1,
+        )
+        assert message.esp_message_id.startswith(f"<{message.pk}@")
+    middle.refresh_from_db()
+    assert (middle.status, middle.error) == (MessageStatus.CANCELLED, "unsubscribed")
+    assert middle.esp_accepted_at is None
+
+
+@pytest.mark.django_db
+def test_the_acceptance_before_a_rate_limit_deferral_is_recorded(workspace):
+    # given a workspace allowed 2 mails per second and three queued messages
+    Workspace.objects.filter(pk=workspace.pk).update(send_rate_per_second=2)
+    messages = make_messages(workspace, count=3)
+    server = ScriptedSMTP()
+
+    # when one batch sends them within the same second, with no time to wait
+    with smtp_server(server), time_machine.travel(T0, tick=False):
+        result = messages_send(message_ids=ids_of(messages), max_wait_seconds=0)
+
+    # then the second mail's acceptance was written although no claim followed it
+    assert result.sent == 2
+    statuses = [Message.objects.get(pk=message.pk).status for message in messages]
+    assert statuses == [MessageStatus.SENT, MessageStatus.SENT, MessageStatus.QUEUED]
+    assert Message.objects.filter(status=MessageStatus.SENDING).count() == 0
+
+
+@pytest.mark.django_db
 def test_the_send_rate_defers_the_third_mail_of_a_second_without_dropping_it(workspace):
     # given a workspace allowed 2 mails per second and three queued messages
     Workspace.objects.filter(pk=workspace.pk).update(send_rate_per_second=2)

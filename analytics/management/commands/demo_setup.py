@@ -8,11 +8,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from campaigns.models import SequenceStatus
+from campaigns.services import sequence_create, sequence_set_status
 from contacts.models import SignupForm
 from contacts.signup_forms import signup_form_create
 from contacts.subscriptions import mailing_list_create
 from core import services
 from core.models import User, Workspace
+from funnel.services import funnel_create
 
 DEMO_EMAIL = "demo@funnelwerk.local"
 DEMO_WORKSPACE = "Demo Shop"
@@ -62,8 +65,32 @@ class Command(BaseCommand):
             self.stdout.write(f"  Demo signup form:       {base}/f/{signup_form.pk}/\n")
 
 
+WELCOME_STEPS: list[dict[str, Any]] = [
+    {
+        "key": "welcome",
+        "type": "email",
+        "subject": "Welcome to the Demo Shop, {{ contact.first_name|default('friend') }}!",
+        "html": (
+            "<h1>Welcome, {{ contact.first_name|default('friend') }}!</h1>"
+            "<p>Thanks for confirming. Over the next days we will show you around the shop.</p>"
+            '<p><a href="https://demo-shop.example/new">See what is new</a></p>'
+        ),
+        "next": "wait",
+    },
+    {"key": "wait", "type": "wait", "duration": "P2D", "next": "interest"},
+    {
+        "key": "interest",
+        "type": "email",
+        "subject": "Three things our customers love",
+        "html": "<p>Here are the three products our customers order again and again.</p>",
+        "next": None,
+    },
+]
+
+
 def _seed(workspace: Workspace) -> None:
-    """A double opt-in newsletter list and a hosted form for it, to try the signup flow."""
+    """A double opt-in newsletter list with a hosted form, an AIDA funnel, and an active welcome
+    sequence started by the confirmation: sign up, confirm from the outbox, get the welcome."""
     newsletter = mailing_list_create(
         workspace=workspace,
         name="Newsletter",
@@ -80,3 +107,18 @@ def _seed(workspace: Workspace) -> None:
         privacy_policy_url="https://demo-shop.example/privacy",
         fields=[{"name": "first_name", "label": "First name", "required": False}],
     )
+    funnel = funnel_create(
+        workspace=workspace, name="Newsletter funnel", preset="aida", goal_event="purchase"
+    )
+    steps = [dict(step) for step in WELCOME_STEPS]
+    steps[0]["stage"] = str(funnel.stages.get(key="attention").pk)
+    steps[2]["stage"] = str(funnel.stages.get(key="interest").pk)
+    sequence = sequence_create(
+        workspace=workspace,
+        funnel=funnel,
+        name="Welcome series",
+        trigger={"type": "list_confirmed", "list": str(newsletter.pk)},
+        exit_on=[{"type": "event", "name": "purchase"}],
+        steps=steps,
+    )
+    sequence_set_status(sequence=sequence, status=SequenceStatus.ACTIVE)
