@@ -37,9 +37,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+from benchdb import admin_connection, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk_bench_events"
@@ -50,24 +49,6 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 # --- database set-up and tear-down (as bench/import.py does it) --------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def admin_connection(url: str) -> psycopg2.extensions.connection:
-    parts = urlsplit(url)
-    connection = psycopg2.connect(
-        dbname="postgres",
-        user=parts.username or None,
-        password=parts.password or None,
-        host=parts.hostname or None,
-        port=parts.port or None,
-    )
-    connection.autocommit = True
-    return connection
 
 
 # --- the events, identical for both paths ------------------------------------------------------

@@ -26,33 +26,14 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+from benchdb import admin_connection, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
 FIRST_NAMES = ["Anna", "Bernd", "Chiara", "Dieter", "Elif", "Jürgen", "Zoë", "Ömer"]
 LAST_NAMES = ["Müller", "Schmidt", "Weiß", "Özdemir", "Nguyen", "Smith", "García", "Kowalski"]
 CITIES = ["Berlin", "Köln", "München", "Wien", "Zürich", "Hamburg"]
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def admin_connection(url: str) -> psycopg2.extensions.connection:
-    parts = urlsplit(url)
-    connection = psycopg2.connect(
-        dbname="postgres",
-        user=parts.username or None,
-        password=parts.password or None,
-        host=parts.hostname or None,
-        port=parts.port or None,
-    )
-    connection.autocommit = True
-    return connection
 
 
 def generate_csv(path: Path, rows: int, seed: int = 3) -> None:

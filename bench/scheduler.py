@@ -22,9 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+from benchdb import admin_connection, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
@@ -32,23 +31,6 @@ DATABASE = "funnelwerk_bench_scheduler"
 CONTACTS = 20_000
 DUE = 2_000
 BATCH = 1_000
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def admin_connection(url: str) -> psycopg2.extensions.connection:
-    parts = urlsplit(url)
-    connection = psycopg2.connect(
-        dbname="postgres",
-        user=parts.username or None,
-        password=parts.password or None,
-        host=parts.hostname or None,
-        port=parts.port or None,
-    )
-    connection.autocommit = True
-    return connection
 
 
 def child(size: int) -> None:

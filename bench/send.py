@@ -31,31 +31,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+from benchdb import admin_connection, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
 HTML = "<p>Hello {{ contact.first_name }},</p>" + "<p>Lorem ipsum dolor sit amet.</p>" * 40
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def admin_connection(url: str) -> psycopg2.extensions.connection:
-    parts = urlsplit(url)
-    connection = psycopg2.connect(
-        dbname="postgres",
-        user=parts.username or None,
-        password=parts.password or None,
-        host=parts.hostname or None,
-        port=parts.port or None,
-    )
-    connection.autocommit = True
-    return connection
 
 
 def free_port() -> int:
