@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -771,13 +771,20 @@ def goals_on_event(*, workspace_id: str, contact_id: str, name: str) -> int:
     """End as "converted" the contact's active enrollments of sequences with the goal
     {"type": "event", "name": name}; their unsent mails are cancelled. Safe to run twice."""
     now = timezone.now()
+    goal = {"type": "event", "name": name}
     enrollments = Enrollment.objects.filter(
-        workspace_id=workspace_id,
-        contact_id=contact_id,
-        status=EnrollmentStatus.ACTIVE,
-        sequence__exit_on__contains=[{"type": "event", "name": name}],
+        workspace_id=workspace_id, contact_id=contact_id, status=EnrollmentStatus.ACTIVE
     )
-    ids = list(enrollments.values_list("pk", flat=True))
+    if connection.features.supports_json_field_contains:
+        ids = list(
+            enrollments.filter(sequence__exit_on__contains=[goal]).values_list("pk", flat=True)
+        )
+    else:  # SQLite (the embedded default) has no JSON containment; a contact has few runs
+        ids = [
+            pk
+            for pk, exit_on in enrollments.values_list("pk", "sequence__exit_on")
+            if goal in (exit_on or [])
+        ]
     if not ids:
         return 0
     converted = Enrollment.objects.filter(pk__in=ids, status=EnrollmentStatus.ACTIVE).update(
@@ -794,8 +801,10 @@ def goals_on_event(*, workspace_id: str, contact_id: str, name: str) -> int:
 
 
 def _active_sequences(workspace_id: Any, trigger: dict[str, Any]) -> Iterator[Sequence]:
+    # Key lookups, not JSON containment: they work on SQLite (the embedded default) too.
+    matching = {f"trigger__{key}": value for key, value in trigger.items()}
     yield from Sequence.objects.filter(
-        workspace_id=workspace_id, status=SequenceStatus.ACTIVE, trigger__contains=trigger
+        workspace_id=workspace_id, status=SequenceStatus.ACTIVE, **matching
     ).order_by("pk")
 
 

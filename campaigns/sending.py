@@ -309,17 +309,26 @@ class _Accepted:
     subject: str
 
 
+def _db_uuid(value: uuid.UUID) -> Any:
+    # Raw SQL gets values as the database stores them: SQLite keeps UUIDs as 32 hex digits.
+    return Message._meta.pk.get_db_prep_value(value, connection)
+
+
+def _db_time(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _execute_accepted(cursor: Any, accepted: _Accepted) -> None:
     # Unconditional on status: the mail *was* accepted, and recording it is what stops any
     # later resend, whatever happened to the row meanwhile.
     now = timezone.now()
     params: list[Any] = [
         MessageStatus.SENT.value,
-        now,
-        now,
+        _db_time(now),
+        _db_time(now),
         accepted.esp_message_id[:255],
         accepted.subject[:500],
-        accepted.message_id,
+        _db_uuid(accepted.message_id),
     ]
     cursor.execute(_RECORD_ACCEPTED_SQL, params)
 
@@ -348,14 +357,14 @@ def _claim_if_mailable(message: Message, now: datetime, accepted: _Accepted | No
     """
     params: list[Any] = [
         MessageStatus.SENDING.value,
-        now,
-        message.pk,
+        _db_time(now),
+        _db_uuid(message.pk),
         MessageStatus.QUEUED.value,
         MessageStatus.RETRYING.value,
-        now,
+        _db_time(now),
         BroadcastStatus.PAUSED.value,
         ContactStatus.SUBSCRIBED.value,
-        message.workspace_id,
+        _db_uuid(message.workspace_id),
         Suppression.hash_email(message.contact.email),
     ]
     if accepted is None:
