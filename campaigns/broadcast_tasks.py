@@ -27,3 +27,14 @@ def broadcast_ab_decide() -> None:
     the winner. Safe to run twice: the winner is written once, messages are unique per
     contact."""
     broadcasts.broadcasts_ab_decide_due(now=timezone.now())
+
+
+@shared_task(name="campaigns.broadcast_prepare", acks_late=True, ignore_result=True)
+def broadcast_prepare(broadcast_id: str) -> None:
+    """Create the messages of a started broadcast (broadcasts.broadcast_send). Safe to run
+    twice: messages are unique per contact; a paused or finished broadcast is left alone."""
+    from campaigns.models import Broadcast
+
+    broadcast = Broadcast.objects.filter(pk=broadcast_id, status__in=broadcasts.RUNNING).first()
+    if broadcast is not None:
+        broadcasts.broadcast_send(broadcast=broadcast, now=timezone.now())

@@ -360,6 +360,32 @@ def _sample(broadcast: Broadcast, audience: list[Contact]) -> dict[uuid.UUID, in
     return {contact.pk: index % variants for index, contact in enumerate(ranked[:size])}
 
 
+def _mark_started(broadcast: Broadcast, now: dt.datetime) -> None:
+    due = broadcast.send_at if broadcast.send_at and broadcast.send_at > now else None
+    broadcast.status = BroadcastStatus.SCHEDULED if due is not None else BroadcastStatus.SENDING
+    broadcast.started_at = now
+    broadcast.save(update_fields=["status", "started_at"])
+
+
+def broadcast_start(*, broadcast: Broadcast, now: dt.datetime) -> Broadcast:
+    """What the Send button and POST /broadcasts/{id}/send/ do: mark the broadcast scheduled
+    or sending at once, and create its messages (broadcast_send) in a Celery task after
+    commit, so that a large audience never holds up the request. Safe to run twice."""
+    from campaigns.broadcast_tasks import broadcast_prepare
+
+    with transaction.atomic():
+        broadcast = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
+        if broadcast.status not in (BroadcastStatus.DRAFT, *RUNNING):
+            raise ConflictError(_("This broadcast cannot be sent in its current state."))
+        if broadcast.mailing_list_id is None and broadcast.segment_id is None:
+            raise ApplicationError(_("Choose either a list or a segment."), field="list")
+        if broadcast.status == BroadcastStatus.DRAFT:
+            _mark_started(broadcast, now)
+        broadcast_id = str(broadcast.pk)
+        transaction.on_commit(lambda: broadcast_prepare.delay(broadcast_id))
+    return broadcast
+
+
 def broadcast_send(*, broadcast: Broadcast, now: dt.datetime) -> Broadcast:
     """Start sending: create the audience's messages (or, with an A/B test, the sample's), each
     due when it may leave, and mark the broadcast scheduled (send_at ahead) or sending.
@@ -375,14 +401,10 @@ def broadcast_send(*, broadcast: Broadcast, now: dt.datetime) -> Broadcast:
         if broadcast.mailing_list_id is None and broadcast.segment_id is None:
             raise ApplicationError(_("Choose either a list or a segment."), field="list")
         audience = list(broadcast_audience(broadcast))
-        due = broadcast.send_at if broadcast.send_at and broadcast.send_at > now else None
         if broadcast.status == BroadcastStatus.DRAFT:
-            broadcast.status = (
-                BroadcastStatus.SCHEDULED if due is not None else BroadcastStatus.SENDING
-            )
-            broadcast.started_at = now
-            broadcast.audience_count = len(audience)
-            broadcast.save(update_fields=["status", "started_at", "audience_count"])
+            _mark_started(broadcast, now)
+        broadcast.audience_count = len(audience)
+        broadcast.save(update_fields=["audience_count"])
     if broadcast.ab_test and broadcast.winner is None:
         variant_of = _sample(broadcast, audience)
         sample = [contact for contact in audience if contact.pk in variant_of]
@@ -424,9 +446,14 @@ def broadcast_pause(*, broadcast: Broadcast) -> Broadcast:
 
 
 def broadcast_resume(*, broadcast: Broadcast) -> Broadcast:
-    """Resume a paused broadcast: its queued messages go out as they are due. Safe to run
-    twice."""
-    return _set_status(broadcast, [BroadcastStatus.PAUSED], BroadcastStatus.SENDING)
+    """Resume a paused broadcast: its queued messages go out as they are due (and, if it was
+    paused before its messages were made, they are made now). Safe to run twice."""
+    from campaigns.broadcast_tasks import broadcast_prepare
+
+    broadcast = _set_status(broadcast, [BroadcastStatus.PAUSED], BroadcastStatus.SENDING)
+    broadcast_id = str(broadcast.pk)
+    transaction.on_commit(lambda: broadcast_prepare.delay(broadcast_id))
+    return broadcast
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ class BroadcastSendApi(GenericAPIView[Broadcast]):
     @extend_schema(request=None, responses={202: BroadcastSerializer})
     def post(self, request: Request, pk: str) -> Response:
         broadcast = get_object_or_404(_broadcasts(request), pk=pk)
-        broadcast = broadcasts.broadcast_send(broadcast=broadcast, now=timezone.now())
+        broadcast = broadcasts.broadcast_start(broadcast=broadcast, now=timezone.now())
         return Response(BroadcastSerializer(broadcast).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -295,7 +295,7 @@ def broadcast_progress(request: HttpRequest, membership: Membership, pk: uuid.UU
 def _action(request: HttpRequest, broadcast: Broadcast, action: str) -> HttpResponse:
     try:
         if action == "send":
-            broadcasts.broadcast_send(broadcast=broadcast, now=timezone.now())
+            broadcasts.broadcast_start(broadcast=broadcast, now=timezone.now())
             messages.success(request, _("The broadcast is on its way."))
         elif action == "pause":
             broadcasts.broadcast_pause(broadcast=broadcast)

@@ -23,6 +23,7 @@ from campaigns.broadcasts import (
     broadcast_pause,
     broadcast_resume,
     broadcast_send,
+    broadcast_start,
     broadcasts_dispatch,
 )
 from campaigns.models import Broadcast, BroadcastStatus, Message, MessageStatus
@@ -442,7 +443,9 @@ def test_api_create_send_report_and_isolation(
     assert "ab_test" in invalid.json()
 
     with time_machine.travel(T0, tick=False):
-        sent = api.post(f"/api/v1/broadcasts/{pk}/send/")
+        # the messages are made by a task after commit (Celery runs eagerly in tests)
+        with django_capture_on_commit_callbacks(execute=True):
+            sent = api.post(f"/api/v1/broadcasts/{pk}/send/")
         assert sent.status_code == 202
         assert sent.json()["status"] == "sending"
         dispatch(django_capture_on_commit_callbacks, T0)
@@ -525,7 +528,8 @@ def test_pages_editor_creates_sends_and_sees_progress_viewer_reads_only(
 
     # when sent, the progress fragment polls every 2 s while sending
     with time_machine.travel(T0, tick=False):
-        assert client.post(reverse("broadcast-send", args=[broadcast.pk])).status_code == 302
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client.post(reverse("broadcast-send", args=[broadcast.pk])).status_code == 302
         fragment = client.get(reverse("broadcast-progress", args=[broadcast.pk]))
     assert 'hx-trigger="every 2s"' in fragment.content.decode()
     assert 'data-testid="count-queued">1<' in fragment.content.decode()
@@ -561,3 +565,33 @@ def test_pages_of_another_workspace_are_404(
     assert stranger.get(reverse("broadcast-detail", args=[broadcast.pk])).status_code == 404
     assert stranger.post(reverse("broadcast-send", args=[broadcast.pk])).status_code == 404
     assert Message.objects.count() == 0
+
+
+def test_start_makes_the_messages_after_commit_and_a_pause_before_that_holds_them(
+    workspace: Workspace,
+    newsletter: MailingList,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # given a started broadcast whose message-making task has not run yet
+    for number in range(2):
+        subscriber(newsletter, f"reader{number}@example.org")
+    broadcast = make_broadcast(workspace, mailing_list=newsletter)
+    with django_capture_on_commit_callbacks(execute=False) as start_callbacks:
+        started = broadcast_start(broadcast=broadcast, now=T0)
+    assert started.status == BroadcastStatus.SENDING
+    assert Message.objects.filter(broadcast=broadcast).count() == 0
+
+    # when it is paused before the task runs, the task makes nothing
+    broadcast_pause(broadcast=broadcast)
+    for callback in start_callbacks:
+        callback()
+    assert Message.objects.filter(broadcast=broadcast).count() == 0
+
+    # then resuming makes the messages, once, however often it runs
+    with django_capture_on_commit_callbacks(execute=True):
+        broadcast_resume(broadcast=broadcast)
+    with django_capture_on_commit_callbacks(execute=True):
+        broadcast_start(broadcast=broadcast, now=T0)
+    assert Message.objects.filter(broadcast=broadcast).count() == 2
+    broadcast.refresh_from_db()
+    assert broadcast.audience_count == 2
