@@ -416,7 +416,9 @@ def _condition(run: _Run, step: dict[str, Any]) -> tuple[bool, str]:
     try:
         validated = segment_filter_validate(step["if"])
     except SegmentFilterError as exc:
-        return False, f" ({exc.messages[0]}: the engine would fail the run here)"
+        return False, _(" (%(error)s: the engine would fail the run here)") % {
+            "error": exc.messages[0]
+        }
     if run.use_database and not run.profile.changed and run.contact is not None:
         workspace = run.sequence.workspace
         matches = (
@@ -453,7 +455,7 @@ def _walk(run: _Run) -> None:
     def goal_before(moment: dt.datetime) -> bool:
         """End the run as converted when a goal is reached before `moment`."""
         if goal is not None and goal[0] < moment:
-            run.add(goal[0], key or "", "goal", f"converted (goal: {goal[1]})")
+            run.add(goal[0], key or "", "goal", _("converted (goal: %(goal)s)") % {"goal": goal[1]})
             return True
         return False
 
@@ -474,7 +476,7 @@ def _walk(run: _Run) -> None:
             return
         step = steps.get(key)
         if step is None:
-            run.add(now, key, "end", f"failed: unknown step {key}")
+            run.add(now, key, "end", _("failed: unknown step %(key)s") % {"key": key})
             return
         kind = step["type"]
         if kind == "wait":
@@ -482,7 +484,7 @@ def _walk(run: _Run) -> None:
                 due = started + parse_duration(step["duration"])
             else:
                 due = next_local_time(started, step["until"], run.zone)
-            run.add(now, key, kind, f"wait until {local_label(due, run.zone)}")
+            run.add(now, key, kind, _("wait until %(time)s") % {"time": local_label(due, run.zone)})
             if goal_before(due):
                 return
             now, key, started, instant = due, step.get("next"), due, 0
@@ -495,18 +497,32 @@ def _walk(run: _Run) -> None:
                 moment = max(reacted, started)
                 if goal_before(moment):
                     return
-                run.add(moment, key, kind, f"waited for {what}: yes after {_iso(moment - started)}")
+                run.add(
+                    moment,
+                    key,
+                    kind,
+                    _("waited for %(what)s: yes after %(after)s")
+                    % {"what": what, "after": _iso(moment - started)},
+                )
                 now, key = moment, step.get("yes")
             else:
                 if goal_before(timeout):
                     return
-                run.add(timeout, key, kind, f"waited for {what}: no at timeout")
+                run.add(
+                    timeout, key, kind, _("waited for %(what)s: no at timeout") % {"what": what}
+                )
                 now, key = timeout, step.get("no")
             started, instant = now, 0
             continue
         if kind == "email":
             if not run.mailable:
-                run.add(now, key, kind, f"exit: contact not mailable ({run.not_mailable_reason})")
+                run.add(
+                    now,
+                    key,
+                    kind,
+                    _("exit: contact not mailable (%(reason)s)")
+                    % {"reason": run.not_mailable_reason},
+                )
                 return
             capped = cap_free_at(
                 now,
@@ -525,7 +541,8 @@ def _walk(run: _Run) -> None:
                     now,
                     key,
                     kind,
-                    f"deferred by {' and '.join(reasons)} to {local_label(allowed, run.zone)}",
+                    _("deferred by %(reasons)s to %(time)s")
+                    % {"reasons": _(" and ").join(reasons), "time": local_label(allowed, run.zone)},
                 )
                 if goal_before(allowed):
                     return
@@ -535,25 +552,39 @@ def _walk(run: _Run) -> None:
             subject, label = step["subject"], ""
             if variants:
                 chosen = _choice(f"{run.seed}:{key}", [int(v.get("weight", 1)) for v in variants])
-                subject, label = variants[chosen]["subject"], f" (variant {chosen + 1})"
-            run.add(now, key, kind, f"email '{subject}'{label}")
+                subject, label = (
+                    variants[chosen]["subject"],
+                    _(" (variant %(number)d)") % {"number": chosen + 1},
+                )
+            run.add(
+                now,
+                key,
+                kind,
+                _("email '%(subject)s'%(variant)s") % {"subject": subject, "variant": label},
+            )
             run.sent_times.append(now)
             run.sent_at[key] = now
             key, started = step.get("next"), now
             continue
         instant += 1
         if instant > MAX_INSTANT_STEPS:
-            run.add(now, key, kind, f"failed: more than {MAX_INSTANT_STEPS} steps without a wait")
+            run.add(
+                now,
+                key,
+                kind,
+                _("failed: more than %(count)d steps without a wait")
+                % {"count": MAX_INSTANT_STEPS},
+            )
             return
         target = step.get("next")
         if kind == "condition":
             matches, note = _condition(run, step)
-            run.add(now, key, kind, f"condition: {'yes' if matches else 'no'}{note}")
+            run.add(now, key, kind, (_("condition: yes") if matches else _("condition: no")) + note)
             target = step.get("yes") if matches else step.get("no")
         elif kind == "split":
             paths = step["paths"]
             chosen = _choice(f"{run.seed}:{key}", [int(p["weight"]) for p in paths])
-            run.add(now, key, kind, f"split: path {chosen + 1}")
+            run.add(now, key, kind, _("split: path %(number)d") % {"number": chosen + 1})
             target = paths[chosen].get("next")
         elif kind == "move_stage":
             stage = Stage.objects.filter(pk=step["stage"]).values_list("name", flat=True).first()
@@ -562,7 +593,7 @@ def _walk(run: _Run) -> None:
                 return
             run.profile.stages.add(str(step["stage"]))
             run.profile.changed = True
-            run.add(now, key, kind, f"move to stage {stage}")
+            run.add(now, key, kind, _("move to stage %(stage)s") % {"stage": stage})
         elif kind in ("add_tag", "remove_tag"):
             tag = step["tag"].strip()
             if kind == "add_tag":
@@ -570,13 +601,30 @@ def _walk(run: _Run) -> None:
             else:
                 run.profile.tags.discard(tag)
             run.profile.changed = True
-            run.add(now, key, kind, f"tag {'added' if kind == 'add_tag' else 'removed'}: {tag}")
+            run.add(
+                now,
+                key,
+                kind,
+                (_("tag added: %(tag)s") if kind == "add_tag" else _("tag removed: %(tag)s"))
+                % {"tag": tag},
+            )
         elif kind == "set_attribute":
             run.profile.attributes[step["name"]] = step["value"]
             run.profile.changed = True
-            run.add(now, key, kind, f"attribute {step['name']} set to {step['value']!r}")
+            run.add(
+                now,
+                key,
+                kind,
+                _("attribute %(name)s set to %(value)r")
+                % {"name": step["name"], "value": step["value"]},
+            )
         elif kind == "webhook":
-            run.add(now, key, kind, f"webhook to {step['url']} (not called in a test drive)")
+            run.add(
+                now,
+                key,
+                kind,
+                _("webhook to %(url)s (not called in a test drive)") % {"url": step["url"]},
+            )
         elif kind == "exit":
             run.add(now, key, kind, "exit")
             return
