@@ -56,6 +56,7 @@ from contacts.mails import sender_of
 from contacts.models import Contact
 from contacts.subscriptions import unsubscribe_url
 from core.exceptions import ApplicationError
+from core.languages import first_supported_language
 from core.mail import tag_workspace
 from core.models import Workspace
 
@@ -804,12 +805,7 @@ def _footer_labels(language: str) -> tuple[str, str]:
 
 def _language(contact: Contact, workspace: Workspace) -> str:
     # No database read here (unlike contacts.mails.contact_language): this runs per recipient.
-    supported = {code for code, _name in settings.LANGUAGES}
-    for candidate in (contact.locale, workspace.locale):
-        language = (candidate or "").replace("_", "-").split("-")[0].lower()
-        if language in supported:
-            return language
-    return str(settings.LANGUAGE_CODE)
+    return first_supported_language(contact.locale, workspace.locale)
 
 
 def _footers(*, workspace: Workspace, unsubscribe: str, language: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
 from contacts.models import ConsentKind, ConsentRecord, Contact, MailingList
+from core.languages import first_supported_language
 from core.mail import tag_workspace
 from core.models import Workspace
 
@@ -21,7 +22,6 @@ from core.models import Workspace
 def contact_language(contact: Contact) -> str:
     """The language to write to this contact in: theirs, else the signup form's, else the
     workspace's; always one we have translations for."""
-    supported = dict(settings.LANGUAGES)
     candidates = [contact.locale]
     signup = (
         ConsentRecord.objects.filter(contact=contact, kind=ConsentKind.SIGNUP)
@@ -32,11 +32,7 @@ def contact_language(contact: Contact) -> str:
     if signup and signup.signup_form:
         candidates.append(signup.signup_form.locale)
     candidates.append(contact.workspace.locale)
-    for candidate in candidates:
-        language = (candidate or "").replace("_", "-").split("-")[0].lower()
-        if language in supported:
-            return language
-    return settings.LANGUAGE_CODE
+    return first_supported_language(*candidates)
 
 
 def sender_of(workspace: Workspace) -> str:
