@@ -45,6 +45,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from campaigns.milestones import milestones_set
 from campaigns.models import (
     Enrollment,
     EnrollmentStatus,
@@ -675,17 +676,15 @@ def _waiting(contact_id: str | uuid.UUID) -> list[Enrollment]:
 
 
 @transaction.atomic
-def message_opened(message_id: str | uuid.UUID) -> bool:
+def message_opened(message_id: str | uuid.UUID, at: dt.datetime | None = None) -> bool:
     """A person (not a privacy proxy) opened the message: set opened_at the first time and
     wake the enrollment if it waits for this open. Safe to run twice. Returns whether this was
     the first open."""
-    now = timezone.now()
+    now = at or timezone.now()
     message = Message.objects.filter(pk=message_id).first()
     if message is None:
         return False
-    first = bool(
-        Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=now)
-    )
+    first = bool(milestones_set("opened", {message.pk: now}))
     if message.enrollment_id is not None:
         _wake(
             Enrollment.objects.filter(pk=message.enrollment_id).select_related("sequence"),
@@ -696,21 +695,19 @@ def message_opened(message_id: str | uuid.UUID) -> bool:
 
 
 @transaction.atomic
-def message_clicked(message_id: str | uuid.UUID, url: str) -> bool:
+def message_clicked(message_id: str | uuid.UUID, url: str, at: dt.datetime | None = None) -> bool:
     """A person (not a scanner) clicked `url` in the message: set clicked_at (and opened_at:
     a click counts as an open) the first time, apply the funnel's clicked_step rules on the
     first click, and wake the enrollment if it waits for this click (or open). Safe to run
     twice. Returns whether this was the first click."""
     from funnel.services import rules_apply_click
 
-    now = timezone.now()
+    now = at or timezone.now()
     message = Message.objects.select_related("contact").filter(pk=message_id).first()
     if message is None:
         return False
-    Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=now)
-    first = bool(
-        Message.objects.filter(pk=message.pk, clicked_at__isnull=True).update(clicked_at=now)
-    )
+    milestones_set("opened", {message.pk: now})
+    first = bool(milestones_set("clicked", {message.pk: now}))
     if first and message.step_key:
         rules_apply_click(contact=message.contact, step_id=message.step_key, occurred_at=now)
     if message.enrollment_id is not None:

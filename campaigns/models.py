@@ -47,6 +47,9 @@ class Sequence(models.Model):
     reentry = models.CharField(max_length=20, choices=Reentry.choices, default=Reentry.NEVER)
     send_window = models.JSONField(null=True, blank=True)
     steps = models.JSONField(default=list)
+    # UTM parameters added to every link of its mails that lacks them, e.g. {"utm_source":
+    # "funnelwerk", "utm_medium": "email", "utm_campaign": "welcome"}.
+    utm = models.JSONField(default=dict, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -132,6 +135,7 @@ class Broadcast(models.Model):
     subject = models.CharField(max_length=300, blank=True)
     html = models.TextField(blank=True)
     variants = models.JSONField(default=list, blank=True)
+    utm = models.JSONField(default=dict, blank=True)
     send_at = models.DateTimeField(null=True, blank=True)
     local_time = models.BooleanField(default=False)
     ab_test = models.JSONField(null=True, blank=True)
@@ -209,6 +213,10 @@ class Message(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
+    # Activity from machines, kept apart from the human milestones above (DESIGN: machine opens
+    # and bot clicks are stored but flagged; rates use human activity only).
+    machine_opened_at = models.DateTimeField(null=True, blank=True)
+    bot_clicked_at = models.DateTimeField(null=True, blank=True)
     bounced_at = models.DateTimeField(null=True, blank=True)
     complained_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)

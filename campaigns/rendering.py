@@ -62,6 +62,7 @@ from core.models import Workspace
 
 if TYPE_CHECKING:
     from campaigns.models import Message
+    from campaigns.tracking_links import MailTracking
 
 logger = logging.getLogger(__name__)
 
@@ -838,6 +839,16 @@ def _footers(*, workspace: Workspace, unsubscribe: str, language: str) -> tuple[
     return html_footer, "\n".join(text_lines)
 
 
+def _insert_after_body(html: str, snippet: str) -> str:
+    start = html.find("<body")
+    if start < 0:
+        start = html.lower().find("<body")
+    end = html.find(">", start) if start >= 0 else -1
+    if end < 0:
+        return f"{snippet}{html}"
+    return f"{html[: end + 1]}{snippet}{html[end + 1 :]}"
+
+
 def _append_html_footer(html: str, footer: str) -> str:
     end = html.rfind("</body>")
     if end < 0:
@@ -889,12 +900,16 @@ def render_email(
     message_id: uuid.UUID | None,
     cache_key: tuple[Any, ...] | None,
     link_rewriter: LinkRewriter | None = None,
+    pixel_url: str | None = None,
+    trap_url: str | None = None,
 ) -> RenderedEmail:
     """Render one marketing mail for one contact: subject, HTML (CSS inlined), text part
     (generated from the HTML when `text` is empty), our footer in both, and the headers.
 
     `cache_key` names the template version, e.g. (sequence id, version, step key, variant);
-    `link_rewriter` replaces every http(s) link of the HTML except the unsubscribe link.
+    `link_rewriter` replaces every http(s) link of the HTML except the unsubscribe link;
+    `pixel_url` (the open pixel) goes before the footer and `trap_url` (a link no person sees,
+    which scanners follow) right after <body>.
     Raises ApplicationError for templates that fail and for a workspace without postal address.
     Pure: reads nothing but the contact's tags (prefetch them), writes nothing.
     """
@@ -930,6 +945,17 @@ def render_email(
     if message_id is not None:
         headers["Message-ID"] = message_id_header(message_id)
         headers["X-Funnelwerk-Message"] = str(message_id)
+    if pixel_url is not None:
+        html_footer += (
+            f'<img src="{html_lib.escape(pixel_url)}" width="1" height="1" alt="" '
+            'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0">'
+        )
+    if trap_url is not None:
+        rendered_html = _insert_after_body(
+            rendered_html,
+            f'<a href="{html_lib.escape(trap_url)}" aria-hidden="true" tabindex="-1" '
+            'style="display:none;font-size:0;line-height:0;max-height:0;overflow:hidden"></a>',
+        )
     return RenderedEmail(
         subject=rendered_subject,
         html=_append_html_footer(rendered_html, html_footer),
@@ -962,7 +988,7 @@ def _from_address(workspace: Workspace, from_name: str | None) -> str:
 
 
 def message_email(
-    *, message: Message, step: dict[str, Any], link_rewriter: LinkRewriter | None = None
+    *, message: Message, step: dict[str, Any], tracking: MailTracking | None = None
 ) -> EmailMultiAlternatives:
     """The mail of one Message of a sequence step (or broadcast content in the same shape).
 
@@ -987,7 +1013,9 @@ def message_email(
         workspace=workspace,
         message_id=message.pk,
         cache_key=cache_key,
-        link_rewriter=link_rewriter,
+        link_rewriter=tracking.link_rewriter if tracking else None,
+        pixel_url=tracking.pixel_url if tracking else None,
+        trap_url=tracking.trap_url if tracking else None,
     )
     email = EmailMultiAlternatives(
         subject=rendered.subject,

@@ -52,7 +52,9 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import rendering
+from campaigns.milestones import announce
 from campaigns.models import Broadcast, BroadcastStatus, Message, MessageStatus, Sequence
+from campaigns.tracking_links import MailTracking, Source, mail_tracking
 from contacts.models import Contact, ContactStatus, Suppression
 from contacts.selectors import contact_is_mailable
 from core.mail import tag_workspace
@@ -109,6 +111,7 @@ class _Tally:
     skipped: int = 0
     waited: float = 0.0
     deferred_ids: list[str] = field(default_factory=list)
+    sent_ids: list[str] = field(default_factory=list)
     deferred_until: datetime | None = None
 
 
@@ -444,6 +447,30 @@ def _step_of(message: Message, sequences: dict[uuid.UUID, Sequence]) -> dict[str
     raise _NotBuildable("The message belongs to neither a sequence nor a broadcast.")
 
 
+def _tracking_of(message: Message) -> MailTracking:
+    """Pixel, trap link and link rewriting for this message, by the workspace's tracking mode."""
+    workspace = message.workspace
+    utm: dict[str, str] = {}
+    if message.enrollment is not None:
+        utm = message.enrollment.sequence.utm or {}
+        source = Source(
+            sequence_id=message.enrollment.sequence_id,
+            step_key=message.step_key,
+            variant=message.variant,
+        )
+    else:
+        utm = (message.broadcast.utm if message.broadcast else None) or {}
+        source = Source(broadcast_id=message.broadcast_id, variant=message.variant)
+    return mail_tracking(
+        mode=workspace.tracking_mode,
+        track_opens=workspace.track_opens,
+        track_clicks=workspace.track_clicks,
+        message_id=message.pk,
+        source=source,
+        utm=utm,
+    )
+
+
 def _message_id_header(mail: EmailMessage, message: Message) -> str:
     """The Message-ID the mail carries; a deterministic one is set when rendering gave none,
     so a resent copy carries the same id and the receiving side can fold duplicates."""
@@ -576,7 +603,7 @@ def _send_one(
     message.attempts += 1
     try:
         step = _step_of(message, sequences)
-        mail = rendering.message_email(message=message, step=step)
+        mail = rendering.message_email(message=message, step=step, tracking=_tracking_of(message))
         if not mail.recipients():
             raise _NotBuildable("The mail has no recipient.")
         tag_workspace(mail, message.workspace_id)
@@ -620,6 +647,7 @@ def _send_one(
     # The duplicate window is from the transport's acceptance to the commit of this write,
     # which the caller makes at once (with the next claim when a send slot is at hand).
     tally.sent += 1
+    tally.sent_ids.append(str(message.pk))
     return _Accepted(message.pk, _esp_message_id(mail, message_id_header), str(mail.subject))
 
 
@@ -695,6 +723,7 @@ def messages_send(
                 _record_accepted(accepted)
         finally:
             transport.reset()
+    announce("sent", tally.sent_ids)
     return SendResult(
         sent=tally.sent,
         retrying=tally.retrying,

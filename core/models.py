@@ -80,6 +80,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.name or self.email
 
 
+class TrackingMode(models.TextChoices):
+    PERSONAL = "personal", _("Personal")
+    ANONYMOUS = "anonymous", _("Anonymous")
+    OFF = "off", _("Off")
+
+
 class Workspace(models.Model):
     """A tenant: its sender identity, legal footer, defaults and sending limits."""
 
@@ -111,6 +117,20 @@ class Workspace(models.Model):
     )
     track_opens = models.BooleanField(_("track opens"), default=True)
     track_clicks = models.BooleanField(_("track clicks"), default=True)
+    tracking_mode = models.CharField(
+        _("tracking mode"),
+        max_length=20,
+        choices=TrackingMode.choices,
+        default=TrackingMode.PERSONAL,
+        help_text=_(
+            "Personal: opens and clicks per contact (reactions and segments use them). "
+            "Anonymous: counts per mail and link only, not tied to anyone. Off: no pixel, "
+            "links as written."
+        ),
+    )
+    soft_bounce_limit = models.PositiveSmallIntegerField(
+        _("soft bounces in a row before an address is suppressed"), default=3
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

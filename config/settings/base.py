@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "contacts",
     "funnel",
     "campaigns",
+    "tracking",
     "analytics",
 ]
 

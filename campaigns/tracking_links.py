@@ -1,0 +1,171 @@
+"""Tracking links: the signed tokens of the open pixel (/t/o/) and the click redirect (/t/c/).
+
+One place for the token format, used by the send path (building links) and by the tracking app
+(reading them). A token is the payload and a 128-bit HMAC-SHA256 of it, base64url-encoded:
+
+    payload = kind "\\n" ref "\\n" link index "\\n" URL      (UTF-8)
+
+- kind: "o" open pixel, "c" click, "t" the hidden trap link (a person never sees it, scanners
+  follow it);
+- ref: "m" + message id (personal tracking) or, in the anonymous mode, the mail's source without
+  any contact: "b" + broadcast id + "." + variant, or "s" + sequence id + "." + variant + "." +
+  step key;
+- the URL is what was in the mail, so the redirect target comes from what was sent and never
+  from the request: the signature covers it, a changed byte gives 404.
+
+The key is derived from SECRET_KEY with a salt of its own (django.utils.crypto.salted_hmac's
+derivation), so no other token of ours is valid here and vice versa. Signing is a single
+hmac.digest call per link: the send path makes one per link per recipient.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from django.conf import settings
+
+SALT = "funnelwerk.tracking.v1"
+MAC_BYTES = 16
+OPEN, CLICK, TRAP = "o", "c", "t"
+_KINDS = frozenset((OPEN, CLICK, TRAP))
+MAX_TOKEN_LENGTH = 8192
+
+
+@functools.lru_cache(maxsize=4)
+def _key(secret: str) -> bytes:
+    # As django.utils.crypto.salted_hmac derives its key, with our salt.
+    return hashlib.sha256((SALT + "signer" + secret).encode()).digest()
+
+
+def _mac(payload: bytes) -> bytes:
+    return hmac.digest(_key(settings.SECRET_KEY), payload, "sha256")[:MAC_BYTES]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an anonymous mail came from: a broadcast's variant or a sequence step's variant."""
+
+    broadcast_id: uuid.UUID | None = None
+    sequence_id: uuid.UUID | None = None
+    step_key: str = ""
+    variant: int = 0
+
+    def ref(self) -> str:
+        if self.broadcast_id is not None:
+            return f"b{self.broadcast_id.hex}.{self.variant}"
+        return f"s{self.sequence_id.hex if self.sequence_id else ''}.{self.variant}.{self.step_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingToken:
+    kind: str
+    message_id: uuid.UUID | None
+    source: Source | None
+    link_index: int | None
+    url: str
+
+
+def _encode(kind: str, ref: str, link_index: int | None, url: str) -> str:
+    index = "" if link_index is None else str(link_index)
+    payload = f"{kind}\n{ref}\n{index}\n{url}".encode()
+    return base64.urlsafe_b64encode(payload + _mac(payload)).rstrip(b"=").decode("ascii")
+
+
+def _parse_ref(ref: str) -> tuple[uuid.UUID | None, Source | None]:
+    if ref.startswith("m"):
+        return uuid.UUID(hex=ref[1:]), None
+    if ref.startswith("b"):
+        broadcast, variant = ref[1:].split(".", 1)
+        return None, Source(broadcast_id=uuid.UUID(hex=broadcast), variant=int(variant))
+    if ref.startswith("s"):
+        sequence, variant, step_key = ref[1:].split(".", 2)
+        return None, Source(
+            sequence_id=uuid.UUID(hex=sequence), variant=int(variant), step_key=step_key
+        )
+    raise ValueError("unknown reference")
+
+
+def token_read(token: str) -> TrackingToken | None:
+    """The token's content if the signature holds, else None (tampered, truncated, unknown)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) <= MAC_BYTES:
+        return None
+    payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+    if not hmac.compare_digest(mac, _mac(payload)):
+        return None
+    try:
+        kind, ref, index, url = payload.decode().split("\n", 3)
+        message_id, source = _parse_ref(ref)
+        link_index = int(index) if index else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if kind not in _KINDS:
+        return None
+    return TrackingToken(kind, message_id, source, link_index, url)
+
+
+def with_utm(url: str, utm: dict[str, str] | None) -> str:
+    """`url` with the UTM parameters added that it does not carry yet (the marketer's own
+    query string is kept as written)."""
+    if not utm:
+        return url
+    parts = urlsplit(url)
+    present = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    extra = [(name, value) for name, value in utm.items() if value and name not in present]
+    if not extra:
+        return url
+    query = f"{parts.query}&{urlencode(extra)}" if parts.query else urlencode(extra)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class MailTracking:
+    """What the send path puts into one mail: a link rewriter, the pixel and the trap link.
+    Any of them may be None (tracking off, or opens/clicks switched off)."""
+
+    link_rewriter: Callable[[str, int], str] | None
+    pixel_url: str | None
+    trap_url: str | None
+
+
+def mail_tracking(
+    *,
+    mode: str,
+    track_opens: bool,
+    track_clicks: bool,
+    message_id: uuid.UUID,
+    source: Source,
+    utm: dict[str, str] | None,
+) -> MailTracking:
+    """The tracking of one mail for the workspace's tracking mode (core.models.TrackingMode):
+    personal tokens name the message, anonymous ones only the source; "off" rewrites nothing
+    (UTM parameters, the marketer's own content, are added in every mode)."""
+    base = settings.PUBLIC_BASE_URL
+    clicks = mode != "off" and track_clicks
+    opens = mode != "off" and track_opens
+    ref = f"m{message_id.hex}" if mode == "personal" else source.ref()
+
+    def rewrite(url: str, position: int) -> str:
+        target = with_utm(url, utm)
+        if not clicks:
+            return target
+        return f"{base}/t/c/{_encode(CLICK, ref, position, target)}"
+
+    return MailTracking(
+        link_rewriter=rewrite if (clicks or utm) else None,
+        pixel_url=f"{base}/t/o/{_encode(OPEN, ref, None, '')}" if opens else None,
+        trap_url=f"{base}/t/c/{_encode(TRAP, ref, None, '')}" if clicks else None,
+    )
