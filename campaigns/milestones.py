@@ -8,7 +8,6 @@ scanner clicks are "machine_opened" / "bot_clicked" and never touch the human on
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,7 @@ def announce(milestone: str, message_ids: list[str]) -> None:
         message_milestones.send(sender=Message, milestone=milestone, message_ids=message_ids)
 
 
-def milestones_set(milestone: str, times: Mapping[uuid.UUID | str, datetime]) -> list[str]:
+def milestones_set(milestone: str, times: Mapping[Any, datetime]) -> list[str]:
     """Set `milestone` on the messages of `times` (message id -> when) where it is not set
     yet; returns the ids (strings) where it was newly set, and announces them."""
     field = MILESTONE_FIELDS[milestone]

@@ -18,6 +18,7 @@ from campaigns.models import (
     SequenceStatus,
 )
 from campaigns.rendering import check_template
+from campaigns.tracking_links import validate_utm
 from contacts.models import Contact, MailingList, Segment
 from core.exceptions import ApplicationError, ConflictError
 from core.models import Workspace
@@ -59,6 +60,8 @@ def _validated(
                 for pk in Segment.objects.filter(workspace=workspace).values_list("pk", flat=True)
             },
         )
+    if "utm" in data:
+        cleaned["utm"] = validate_utm(data["utm"])
     if "exit_on" in data:
         cleaned["exit_on"] = validate_exit_on(data["exit_on"])
     if "send_window" in data:

@@ -169,3 +169,34 @@ def mail_tracking(
         pixel_url=f"{base}/t/o/{_encode(OPEN, ref, None, '')}" if opens else None,
         trap_url=f"{base}/t/c/{_encode(TRAP, ref, None, '')}" if clicks else None,
     )
+
+
+UTM_NAMES = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def validate_utm(value: object) -> dict[str, str]:
+    """{"utm_source": ..., ...}: only the five UTM names, short strings. Raises
+    ApplicationError naming the field "utm"."""
+    from django.utils.translation import gettext as _
+
+    from core.exceptions import ApplicationError
+
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ApplicationError(_("Give UTM parameters as an object."), field="utm")
+    cleaned: dict[str, str] = {}
+    for name, text in value.items():
+        if name not in UTM_NAMES:
+            raise ApplicationError(
+                _("Unknown UTM parameter %(name)s; use %(names)s.")
+                % {"name": name, "names": ", ".join(UTM_NAMES)},
+                field="utm",
+            )
+        if not isinstance(text, str) or len(text) > 200:
+            raise ApplicationError(
+                _("UTM values are texts of at most 200 characters."), field="utm"
+            )
+        if text.strip():
+            cleaned[name] = text.strip()
+    return cleaned

@@ -26,6 +26,7 @@ urlpatterns = [
     path("funnels/", include("funnel.urls")),
     path("sequences/", include("campaigns.urls")),
     path("", include(funnel_public.urlpatterns)),
+    path("", include("tracking.urls")),
     path("", include("analytics.urls")),
     path("", include("core.urls")),
 ]

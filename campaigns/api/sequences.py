@@ -35,6 +35,7 @@ class SequenceSerializer(serializers.ModelSerializer[Sequence]):
             "reentry",
             "send_window",
             "steps",
+            "utm",
             "version",
             "created_at",
             "updated_at",
@@ -50,6 +51,9 @@ class SequenceInputSerializer(serializers.Serializer[Any]):
     reentry = serializers.ChoiceField(choices=Reentry.choices, required=False)
     send_window = serializers.JSONField(required=False, allow_null=True)
     steps = serializers.JSONField(required=False)
+    utm = serializers.JSONField(
+        required=False, help_text="UTM parameters added to the links of its mails."
+    )
 
     def service_arguments(self, request: Request) -> dict[str, Any]:
         data = dict(self.validated_data)

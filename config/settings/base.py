@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Open pixel and click redirect: answered here, before sessions, CSRF, auth and workspace.
+    "tracking.middleware.TrackingMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -204,6 +206,11 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Opens and clicks are buffered in a Redis stream and written in batches (tracking.buffer);
+# without one (the embedded default) they are written in the request.
+TRACKING_BUFFER_URL = env_str("TRACKING_BUFFER_URL", REDIS_URL or "")
+TRACKING_STREAM = env_str("TRACKING_STREAM", "fw:tracking:hits")
+
 # Celery: Redis in production; kombu's filesystem transport under var/ for the embedded default.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -225,6 +232,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "tracking-hits-drain": {
+        "task": "tracking.hits_drain",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
     "idempotency-records-purge": {"task": "core.idempotency_records_purge", "schedule": 3600.0},
     "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
     "import-files-purge": {"task": "contacts.import_files_purge", "schedule": 3600.0},
