@@ -47,17 +47,7 @@ def timeline_items(contact: Contact, limit: int) -> list[TimelineItem]:
                 detail={**detail, "error": message.error} if message.error else detail,
             )
         )
-        for milestone in ("opened", "clicked", "bounced", "complained", "unsubscribed"):
-            moment = getattr(message, f"{milestone}_at")
-            if moment is not None:
-                items.append(
-                    TimelineItem(
-                        at=moment,
-                        kind="email_activity",
-                        title=f"{milestone}: {message.subject}",
-                        detail={"message": str(message.pk), "activity": milestone},
-                    )
-                )
+    # What happened to each mail (opens, clicks, bounces) is the tracking app's timeline source.
     return items
 
 

@@ -9,12 +9,14 @@ from contacts import public_urls as contacts_public
 from core.api import urls as core_api
 from funnel import api as funnel_api
 from funnel import public_urls as funnel_public
+from tracking import api as tracking_api
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(contacts_api.urlpatterns)),
     path("", include(core_api.urlpatterns)),
     path("", include(funnel_api.urlpatterns)),
     path("", include(campaigns_api.urlpatterns)),
+    path("", include(tracking_api.urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

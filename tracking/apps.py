@@ -5,3 +5,9 @@ from django.utils.translation import gettext_lazy as _
 class TrackingConfig(AppConfig):
     name = "tracking"
     verbose_name = _("Tracking")
+
+    def ready(self) -> None:
+        from tracking import extensions, receivers
+
+        extensions.register()
+        receivers.connect()

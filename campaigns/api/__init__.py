@@ -2,11 +2,10 @@
 
 from django.urls import URLPattern, URLResolver
 
-from campaigns.api import broadcasts, messages, sequences, simulation
+from campaigns.api import broadcasts, sequences, simulation
 
 urlpatterns: list[URLPattern | URLResolver] = [
     *sequences.urlpatterns,
     *simulation.urlpatterns,
     *broadcasts.urlpatterns,
-    *messages.urlpatterns,
 ]

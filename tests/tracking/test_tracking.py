@@ -485,3 +485,31 @@ def test_an_erased_message_drops_its_late_hits(sent, client):
     Message.objects.filter(pk=message.pk).delete()
     _drain(T0 + dt.timedelta(hours=2))
     assert not Activity.objects.exists()
+
+
+# --- where people see it ------------------------------------------------------------------------
+
+
+def test_messages_api_and_timeline_show_the_activity_with_machines_labelled(
+    sent, client, api, other_workspace, api_client_for
+):
+    message, html = sent
+    _click(client, _links(html, "o")[0], T0 + dt.timedelta(minutes=5), **APPLE)
+    _click(client, _links(html, "c")[1], T0 + dt.timedelta(hours=1))
+    _drain(T0 + dt.timedelta(hours=2))
+
+    listed = api.get(f"/api/v1/messages/?contact={message.contact_id}").json()["results"]
+    assert len(listed) == 1
+    shown = listed[0]
+    assert shown["opened_at"] == "2025-03-04T11:00:00Z"  # the click counts as an open
+    assert shown["machine_opened_at"] == "2025-03-04T10:05:00Z"
+    assert [(a["kind"], a["actor"], a["reason"]) for a in shown["activity"]] == [
+        ("open", "machine", "apple_mpp"),
+        ("click", "human", ""),
+    ]
+    assert shown["activity"][1]["url"].startswith("https://shop.example/spring?ref=mail")
+    assert api_client_for(other_workspace).get("/api/v1/messages/").json()["count"] == 0
+
+    timeline = api.get(f"/api/v1/contacts/{message.contact_id}/timeline/").json()["results"]
+    titles = [item["title"] for item in timeline if item["kind"] == "email_activity"]
+    assert titles == ["Clicked: Hello", "Machine open: Hello"]

@@ -22,9 +22,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = activities_reclassify(
-            workspace_id=options["workspace"], everything=options["all"]
-        )
+        result = activities_reclassify(workspace_id=options["workspace"], everything=options["all"])
         self.stdout.write(
             f"rules version {classification.VERSION}: examined {result.examined}, "
             f"changed {result.changed}, messages with new milestones {result.messages}"
