@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from campaigns import engine
+from campaigns import signals as campaign_signals
 from contacts import signals as contact_signals
 from funnel import signals as funnel_signals
 
@@ -63,6 +64,55 @@ def on_stage_changed(
         engine.enroll_on_stage_entered(contact, stage.funnel, stage)
 
 
+# Message milestones as outgoing webhook events (API.md: message.*).
+MILESTONE_WEBHOOKS = {
+    "sent": "message.sent",
+    "delivered": "message.delivered",
+    "opened": "message.opened",
+    "clicked": "message.clicked",
+    "bounced": "message.bounced",
+    "complained": "message.complained",
+}
+
+
+def on_message_milestones(
+    sender: Any, *, milestone: str, message_ids: list[str], **kwargs: Any
+) -> None:
+    """Tell the workspace's webhook endpoints about human opens and clicks, sends, deliveries,
+    bounces and complaints (machine opens and bot clicks are no milestone of these)."""
+    from campaigns.models import Message
+    from funnel.webhooks import webhook_enqueue, webhooks_wanted
+
+    event_type = MILESTONE_WEBHOOKS.get(milestone)
+    if event_type is None or not message_ids:
+        return
+    messages = Message.objects.filter(pk__in=message_ids)
+    workspaces = {
+        workspace_id
+        for workspace_id in messages.values_list("workspace_id", flat=True).distinct().order_by()
+        if webhooks_wanted(workspace_id=workspace_id, event_type=event_type)
+    }
+    if not workspaces:
+        return
+    field = f"{milestone}_at"
+    for message in messages.filter(workspace_id__in=workspaces).select_related("enrollment"):
+        moment = getattr(message, field)
+        webhook_enqueue(
+            workspace_id=message.workspace_id,
+            event_type=event_type,
+            data={
+                "message": str(message.pk),
+                "contact": str(message.contact_id),
+                "sequence": str(message.enrollment.sequence_id) if message.enrollment else None,
+                "step": message.step_key or None,
+                "broadcast": str(message.broadcast_id) if message.broadcast_id else None,
+                "variant": message.variant,
+                "subject": message.subject,
+                "at": moment.isoformat() if moment else None,
+            },
+        )
+
+
 def connect() -> None:
     """Wire the receivers (called from CampaignsConfig.ready)."""
     contact_signals.contact_unsubscribed.connect(
@@ -76,4 +126,7 @@ def connect() -> None:
     )
     funnel_signals.stage_changed.connect(
         on_stage_changed, dispatch_uid="campaigns.engine.stage_changed"
+    )
+    campaign_signals.message_milestones.connect(
+        on_message_milestones, dispatch_uid="campaigns.webhooks.message_milestones"
     )

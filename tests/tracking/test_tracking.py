@@ -513,3 +513,26 @@ def test_messages_api_and_timeline_show_the_activity_with_machines_labelled(
     timeline = api.get(f"/api/v1/contacts/{message.contact_id}/timeline/").json()["results"]
     titles = [item["title"] for item in timeline if item["kind"] == "email_activity"]
     assert titles == ["Clicked: Hello", "Machine open: Hello"]
+
+
+def test_human_opens_and_clicks_reach_webhooks_and_machines_do_not(sent, client, workspace):
+    from funnel.models import WebhookDelivery
+    from funnel.webhooks import webhook_endpoint_create
+
+    webhook_endpoint_create(
+        workspace=workspace,
+        url="https://hooks.example.com/funnelwerk",
+        events=["message.opened", "message.clicked"],
+    )
+    message, html = sent
+    _click(client, _links(html, "o")[0], T0 + dt.timedelta(minutes=5), **APPLE)
+    _drain(T0 + dt.timedelta(minutes=10))
+    assert not WebhookDelivery.objects.exists()
+
+    _click(client, _links(html, "c")[2], T0 + dt.timedelta(hours=1))
+    _drain(T0 + dt.timedelta(hours=2))
+    deliveries = {d.event_type: d.payload["data"] for d in WebhookDelivery.objects.all()}
+    assert set(deliveries) == {"message.opened", "message.clicked"}
+    assert deliveries["message.clicked"]["message"] == str(message.pk)
+    assert deliveries["message.clicked"]["step"] == "hello"
+    assert deliveries["message.clicked"]["at"] == "2025-03-04T11:00:00+00:00"
