@@ -62,10 +62,15 @@ class WorkspaceSettingsForm(forms.ModelForm[Workspace]):
             "frequency_cap_per_day",
             "frequency_cap_per_week",
             "send_rate_per_second",
+            "tracking_mode",
             "track_opens",
             "track_clicks",
+            "soft_bounce_limit",
         ]
-        widgets = {"postal_address": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "postal_address": forms.Textarea(attrs={"rows": 3}),
+            "tracking_mode": forms.RadioSelect,
+        }
 
     def clean_timezone(self) -> str:
         timezone = str(self.cleaned_data["timezone"])

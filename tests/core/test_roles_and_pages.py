@@ -100,7 +100,9 @@ def settings_data(workspace: Workspace, **overrides: object) -> dict[str, object
         "frequency_cap_per_day": 1,
         "frequency_cap_per_week": 3,
         "send_rate_per_second": 20,
+        "tracking_mode": "anonymous",
         "track_opens": "on",
+        "soft_bounce_limit": 3,
     }
     data.update(overrides)
     return data
@@ -311,9 +313,18 @@ def test_admin_changes_a_role_and_saves_settings(world, member_of, logged_in):
         world.workspace.postal_address,
         world.workspace.timezone,
         world.workspace.locale,
+        world.workspace.tracking_mode,
         world.workspace.track_opens,
         world.workspace.track_clicks,
-    ) == ("Renamed", "Hauptstraße 2, 20095 Hamburg", "Europe/Berlin", "de", True, False)
+    ) == (
+        "Renamed",
+        "Hauptstraße 2, 20095 Hamburg",
+        "Europe/Berlin",
+        "de",
+        "anonymous",
+        True,
+        False,
+    )
 
 
 def test_settings_with_a_weekly_cap_below_the_daily_cap_shows_the_error(
