@@ -75,14 +75,26 @@ MILESTONE_WEBHOOKS = {
 }
 
 
+def _complaint_guard(message_ids: list[str]) -> None:
+    from campaigns.complaints import complaint_guard
+    from campaigns.models import Message
+
+    workspaces = Message.objects.filter(pk__in=message_ids).values_list("workspace_id", flat=True)
+    for workspace_id in set(workspaces):
+        complaint_guard(workspace_id)
+
+
 def on_message_milestones(
     sender: Any, *, milestone: str, message_ids: list[str], **kwargs: Any
 ) -> None:
-    """Tell the workspace's webhook endpoints about human opens and clicks, sends, deliveries,
-    bounces and complaints (machine opens and bot clicks are no milestone of these)."""
+    """A complaint runs the complaint-rate guard; then the workspace's webhook endpoints hear of
+    sends, deliveries, human opens and clicks, bounces and complaints (machine opens and bot
+    clicks are no milestone of these)."""
     from campaigns.models import Message
     from funnel.webhooks import webhook_enqueue, webhooks_wanted
 
+    if milestone == "complained" and message_ids:
+        _complaint_guard(message_ids)
     event_type = MILESTONE_WEBHOOKS.get(milestone)
     if event_type is None or not message_ids:
         return

@@ -100,6 +100,9 @@ class SendResult:
     skipped: int = 0
     deferred_ids: tuple[str, ...] = ()
     deferred_until: datetime | None = None
+    # Left queued because the workspace's sending is paused (campaigns.complaints): they are
+    # due again when an admin resumes it.
+    paused: int = 0
 
 
 @dataclass
@@ -112,6 +115,7 @@ class _Tally:
     waited: float = 0.0
     deferred_ids: list[str] = field(default_factory=list)
     sent_ids: list[str] = field(default_factory=list)
+    paused_ids: list[str] = field(default_factory=list)
     deferred_until: datetime | None = None
 
 
@@ -692,6 +696,9 @@ def messages_send(
                 tally.skipped += 1
                 continue
             message = found
+            if message.workspace.sending_paused_at is not None:
+                tally.paused_ids.append(message_id)
+                continue
             workspace_slots = slots.setdefault(message.workspace_id, _Slots())
             wanted = len(ids) - position
             if accepted is not None and _slot_now(
@@ -724,7 +731,10 @@ def messages_send(
         finally:
             transport.reset()
     announce("sent", tally.sent_ids)
+    if tally.paused_ids:
+        _defer(ids=tally.paused_ids, until=timezone.now())
     return SendResult(
+        paused=len(tally.paused_ids),
         sent=tally.sent,
         retrying=tally.retrying,
         failed=tally.failed,
@@ -770,5 +780,7 @@ def messages_retry_due(*, limit: int) -> list[str]:
         status__in=CLAIMABLE,
         esp_accepted_at__isnull=True,
     ).exclude(_halted_broadcast())
+    # A paused workspace's mail waits for the resume (then it is due at once).
+    due = due.exclude(workspace__sending_paused_at__isnull=False)
     due = due.order_by(F("next_attempt_at").asc(nulls_first=True), "created_at")
     return [str(pk) for pk in due.values_list("pk", flat=True)[:limit]]

@@ -128,6 +128,10 @@ class Workspace(models.Model):
             "links as written."
         ),
     )
+    # Set when the complaint rate of the last day went over the limit (DESIGN: Gmail's 0.3 %):
+    # marketing mail waits, queued, until an admin resumes sending.
+    sending_paused_at = models.DateTimeField(_("sending paused at"), null=True, blank=True)
+    sending_paused_reason = models.CharField(_("why sending is paused"), max_length=300, blank=True)
     soft_bounce_limit = models.PositiveSmallIntegerField(
         _("soft bounces in a row before an address is suppressed"), default=3
     )

@@ -204,6 +204,17 @@ def _keep_an_owner(*, membership: Membership, leaving: bool) -> None:
         raise ConflictError(_("A workspace needs at least one owner."))
 
 
+def workspace_sending_resume(*, actor: Membership) -> Workspace:
+    """Resume the marketing mail of a workspace that the complaint-rate guard paused (mail
+    that waited is due at once)."""
+    _require_role(actor=actor, required=Role.ADMIN)
+    Workspace.objects.filter(pk=actor.workspace_id).update(
+        sending_paused_at=None, sending_paused_reason=""
+    )
+    actor.workspace.refresh_from_db()
+    return actor.workspace
+
+
 def _api_key_digest(raw_key: str) -> str:
     # The key carries 256 random bits, so a fast hash is enough; a slow KDF would only slow
     # every API request down.

@@ -56,6 +56,11 @@ urlpatterns = [
     path("workspaces/new/", accounts.workspace_create, name="workspace-create"),
     path("workspaces/switch/", accounts.workspace_switch, name="workspace-switch"),
     path("settings/", workspace.workspace_settings, name="workspace-settings"),
+    path(
+        "settings/sending/resume/",
+        workspace.workspace_sending_resume,
+        name="workspace-sending-resume",
+    ),
     path("settings/members/", workspace.members, name="members"),
     path("settings/members/<int:pk>/role/", workspace.member_change_role, name="member-role"),
     path("settings/members/<int:pk>/remove/", workspace.member_remove, name="member-remove"),

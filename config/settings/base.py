@@ -161,6 +161,10 @@ EMAIL_BACKEND = _email.backend
 globals().update(_email.settings)
 ANYMAIL = _email.anymail
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Funnelwerk <noreply@funnelwerk.local>")
+# Complaint-rate guard (campaigns.complaints): pause a workspace's marketing mail above this
+# rate of the last 24 hours (Gmail's 0.3 %), once at least this many mails were delivered.
+COMPLAINT_RATE_LIMIT = float(env_str("COMPLAINT_RATE_LIMIT", "0.003"))
+COMPLAINT_GUARD_MIN_DELIVERED = int(env_str("COMPLAINT_GUARD_MIN_DELIVERED", "200"))
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 REST_FRAMEWORK = {

@@ -27,6 +27,14 @@ def workspace_settings(request: HttpRequest, membership: Membership) -> HttpResp
     return render(request, "core/workspace_settings.html", {"form": form})
 
 
+@require_POST
+@workspace_view(read=Role.ADMIN, write=Role.ADMIN)
+def workspace_sending_resume(request: HttpRequest, membership: Membership) -> HttpResponse:
+    services.workspace_sending_resume(actor=membership)
+    messages.success(request, _("Sending resumed."))
+    return redirect("workspace-settings")
+
+
 @workspace_view(write=Role.ADMIN)
 def members(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = InvitationForm(request.POST or None)
