@@ -536,3 +536,17 @@ def test_human_opens_and_clicks_reach_webhooks_and_machines_do_not(sent, client,
     assert deliveries["message.clicked"]["message"] == str(message.pk)
     assert deliveries["message.clicked"]["step"] == "hello"
     assert deliveries["message.clicked"]["at"] == "2025-03-04T11:00:00+00:00"
+
+
+def test_a_scanner_fetching_the_unsubscribe_link_changes_and_records_nothing(sent, client):
+    message, html = sent
+    unsubscribe = re.search(r'href="http://testserver(/u/[^"]+)"', html)
+    assert unsubscribe is not None
+    scanner = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
+    assert client.get(unsubscribe.group(1), HTTP_USER_AGENT=scanner).status_code == 200
+    assert client.head(unsubscribe.group(1), HTTP_USER_AGENT=scanner).status_code == 200
+    _drain(T0 + dt.timedelta(hours=1))
+    message.contact.refresh_from_db()
+    assert message.contact.status == ContactStatus.SUBSCRIBED
+    assert not Activity.objects.exists()
+    assert Enrollment.objects.get(contact=message.contact).status == "active"
