@@ -13,10 +13,9 @@ Run by hand (it creates and drops its own database, funnelwerk_bench_send by def
   connection) taking batches of `--batch` ids from a shared queue.
 - sink-only: the same number of prebuilt EmailMessages over one SMTP connection to the sink.
 
-The sink is aiosmtpd in its own process with a handler that only counts. While
-campaigns.rendering.message_email does not exist yet, a documented fallback builds the mail
-(an EmailMultiAlternatives with subject, text and HTML parts and a Message-ID; no Jinja2, no
-CSS inlining) and the output says so. Goal (issue 5): ratio >= 0.5 and >= 1,000 msg/s.
+The sink is aiosmtpd in its own process with a handler that only counts, or (--sink minimal)
+the minimal asyncio sink of bench/smtp_sink.py in --sink-processes processes on one port.
+Goal (issue 5): ratio >= 0.5 and >= 1,000 msg/s.
 """
 
 from __future__ import annotations
@@ -67,12 +66,37 @@ def run_sink(port: int, counter: Any, stop: Any) -> None:
     controller.stop()
 
 
+def run_minimal_sink(port: int, counter: Any, stop: Any) -> None:
+    from smtp_sink import serve
+
+    serve(port, counter, stop)
+
+
+def start_sinks(kind: str, processes: int, port: int, counter: Any, stop: Any) -> list[Any]:
+    """`processes` sink processes on one port (the minimal sink shares it with SO_REUSEPORT;
+    aiosmtpd runs as one)."""
+    context = multiprocessing.get_context("spawn")
+    target = run_minimal_sink if kind == "minimal" else run_sink
+    count = processes if kind == "minimal" else 1
+    sinks = [context.Process(target=target, args=(port, counter, stop)) for _ in range(count)]
+    for sink in sinks:
+        sink.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the port answers
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                probe.recv(100)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return sinks
+
+
 # --- Django side -------------------------------------------------------------------------
 
 
-def setup_django(port: int) -> bool:
-    """Set Django up against the bench database and the sink; True when the real
-    campaigns.rendering.message_email is there, False when the fallback is used."""
+def setup_django(port: int) -> None:
+    """Set Django up against the bench database, sending to the sink."""
     import django
 
     django.setup()
@@ -84,32 +108,6 @@ def setup_django(port: int) -> bool:
     settings.EMAIL_BACKEND = transport.backend
     for name, value in transport.settings.items():
         setattr(settings, name, value)
-    from campaigns import rendering
-
-    if hasattr(rendering, "message_email"):
-        return True
-    rendering.message_email = fallback_message_email  # type: ignore[attr-defined]
-    return False
-
-
-def fallback_message_email(*, message: Any, step: dict[str, Any]) -> Any:
-    """Stand-in for campaigns.rendering.message_email while it is being written: the same
-    parts and headers, without template rendering or CSS inlining."""
-    from django.core.mail import EmailMultiAlternatives
-
-    mail = EmailMultiAlternatives(
-        subject=str(step["subject"]),
-        body="Hello " + message.contact.first_name,
-        from_email="Bench <bench@example.com>",
-        to=[message.contact.email],
-        headers={
-            "Message-ID": f"<{message.pk}@example.com>",
-            "List-Unsubscribe": f"<https://example.com/u/{message.pk}/>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-    )
-    mail.attach_alternative(str(step["html"]), "text/html")
-    return mail
 
 
 def create_messages(count: int) -> list[str]:
@@ -240,11 +238,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     counter, stop = context.Value("i", 0), context.Event()
     port = free_port()
-    sink = context.Process(target=run_sink, args=(port, counter, stop))
-    sink.start()
-    time.sleep(1.0)  # the sink's controller starts in its own process
+    sinks = start_sinks(args.sink, args.sink_processes, port, counter, stop)
     try:
-        real_rendering = setup_django(port)
+        setup_django(port)
         from django.db import connection
 
         from campaigns.models import Message, MessageStatus
@@ -260,12 +256,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         received_total = counter.value
     finally:
         stop.set()
-        sink.join()
+        for sink in sinks:
+            sink.join()
     return {
         "messages": args.messages,
         "workers": args.workers,
         "batch": args.batch,
-        "rendering": "campaigns.rendering.message_email" if real_rendering else "fallback",
+        "sink": f"{args.sink} x {len(sinks)}",
         "end_to_end_seconds": round(e2e_seconds, 3),
         "end_to_end_per_second": round(sent / e2e_seconds),
         "sent": sent,
@@ -283,6 +280,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--database", default="funnelwerk_bench_send")
+    parser.add_argument(
+        "--sink",
+        choices=("aiosmtpd", "minimal"),
+        default="aiosmtpd",
+        help="the SMTP sink: aiosmtpd, or the minimal one of bench/smtp_sink.py",
+    )
+    parser.add_argument(
+        "--sink-processes", type=int, default=1, help="processes of the minimal sink"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -318,6 +324,10 @@ def main() -> None:
             str(args.workers),
             "--batch",
             str(args.batch),
+            "--sink",
+            args.sink,
+            "--sink-processes",
+            str(args.sink_processes),
         ]
         output = subprocess.run(
             command, cwd=ROOT, env=environment, check=True, capture_output=True, text=True
@@ -330,7 +340,7 @@ def main() -> None:
     ratio = result["end_to_end_per_second"] / result["sink_only_per_second"]
     print(
         f"end-to-end: {result['messages']} messages, {result['workers']} workers, batches of "
-        f"{result['batch']}, rendering by {result['rendering']}: "
+        f"{result['batch']}, sink {result['sink']}: "
         f"{result['end_to_end_seconds']} s = {result['end_to_end_per_second']} msg/s "
         f"({result['sent']} sent, {result['committed']} committed, "
         f"{result['received_end_to_end']} received by the sink)"

@@ -4,7 +4,8 @@ State lives in the database, never in Celery ETAs. An enrollment is *at* a step
 (current_step) since step_started_at and is looked at again when next_run_at is due:
 
 - instant steps (move_stage, add_tag, remove_tag, set_attribute, condition, split, webhook,
-  exit) run at once, one after the other, inside the tick;
+  exit) run at once, one after the other, inside the tick; a webhook step owes one call,
+  made after commit and retried from the database (campaigns/step_webhooks.py);
 - wait is due at step_started_at + duration, or at the next occurrence of a local time
   ("09:00" in the contact's zone, else the workspace's) after step_started_at;
 - wait_for is due at step_started_at + timeout and then takes the no-branch; a reaction
@@ -22,7 +23,9 @@ one of them; the unique (enrollment, step_key) of Message makes a repeated tick 
 
 A/B variants (the convention of broadcasts in campaigns/sending.py): Message.variant 0 is
 the step's own subject and HTML, k >= 1 is step["variants"][k - 1]. When a step has variants
-the choice is among them, by weight, the same for every retry of the same enrollment and step.
+the choice is among them, by weight, seeded by choice_seed (sequence, contact, step): the same
+for every retry, for the test drive of that contact (campaigns/simulation.py) and for a run
+after re-entry.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import contextvars
 import datetime as dt
 import hashlib
 import importlib
-import json
 import logging
 import uuid
 import zoneinfo
@@ -45,12 +47,14 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from campaigns import step_webhooks
 from campaigns.milestones import milestones_set
 from campaigns.models import (
     Enrollment,
     EnrollmentStatus,
     Message,
     MessageStatus,
+    SegmentMembership,
     Sequence,
     SequenceStatus,
 )
@@ -63,7 +67,7 @@ from contacts.models import (
     SubscriptionStatus,
     Suppression,
 )
-from contacts.segments import segment_queryset
+from contacts.segments import SegmentFilterError, segment_queryset
 from contacts.services import contact_update
 from core.durations import parse_duration
 from core.models import Workspace
@@ -170,6 +174,17 @@ def cap_free_at(
     return earliest
 
 
+def choice_seed(*, sequence_id: Any, contact_id: Any, step_key: str) -> str:
+    """The seed of a split's path and an email's A/B variant for one contact at one step.
+
+    Made of what the test drive knows before any run exists (sequence, contact, step), so a
+    real run takes the path and gets the variant the test drive showed for that contact, and
+    a retried tick agrees with the first. A contact that runs the sequence again (re-entry)
+    takes the same path and variant again: it stays in one arm of an A/B test.
+    """
+    return f"{sequence_id}:{contact_id}:{step_key}"
+
+
 def _choice(seed: str, weights: list[int]) -> int:
     """A weighted choice that is the same every time for the same seed (retries agree)."""
     total = sum(weights)
@@ -203,7 +218,7 @@ class _Batch:
     new_messages: list[Message] = field(default_factory=list)
     created: set[tuple[uuid.UUID, str]] = field(default_factory=set)
     existing: set[tuple[uuid.UUID | None, str]] = field(default_factory=set)
-    webhooks: list[tuple[str, str]] = field(default_factory=list)
+    webhooks: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
 
 # The batch a tick in this thread is advancing: a reaction caused by the tick itself (a
@@ -215,28 +230,29 @@ _current_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
 
 
 def _claim(limit: int, now: dt.datetime) -> list[Enrollment]:
-    # Lock ids only, then load the rows with their contacts, and each sequence (with its steps
-    # JSON) once: joining the sequence into every claimed row made the claim grow with the
-    # table (bench/scheduler.py).
-    ids = list(
+    # One locking query over the partial index enrollment_due returns the enrollments' own
+    # columns; their contacts, workspaces and sequences (with the steps JSON) are then read
+    # once each by primary key. Two shapes made the claim grow with the table
+    # (bench/scheduler.py): joining the sequence into every locked row, and locking ids
+    # first, then reading the 1,000 rows again by id (1,000 probes into a primary key index
+    # that, at 10M rows, no longer fits in shared buffers).
+    enrollments = list(
         Enrollment.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(
             status=EnrollmentStatus.ACTIVE,
             next_run_at__lte=now,
             sequence__status=SequenceStatus.ACTIVE,
         )
-        .order_by("next_run_at")
-        .values_list("pk", flat=True)[:limit]
+        .order_by("next_run_at")[:limit]
     )
-    if not ids:
+    if not enrollments:
         return []
-    enrollments = list(
-        Enrollment.objects.filter(pk__in=ids)
-        .select_related("contact", "workspace")
-        .order_by("next_run_at")
-    )
+    contacts = Contact.objects.in_bulk({enrollment.contact_id for enrollment in enrollments})
+    workspaces = Workspace.objects.in_bulk({e.workspace_id for e in enrollments})
     sequences = Sequence.objects.in_bulk({enrollment.sequence_id for enrollment in enrollments})
     for enrollment in enrollments:
+        enrollment.contact = contacts[enrollment.contact_id]
+        enrollment.workspace = workspaces[enrollment.workspace_id]
         enrollment.sequence = sequences[enrollment.sequence_id]
     return enrollments
 
@@ -421,6 +437,12 @@ def _reaction_happened(batch: _Batch, enrollment: Enrollment, step: dict[str, An
     return False  # clicked_url: only the click itself (message_clicked) knows the URL
 
 
+def _seed_of(enrollment: Enrollment, step: dict[str, Any]) -> str:
+    return choice_seed(
+        sequence_id=enrollment.sequence_id, contact_id=enrollment.contact_id, step_key=step["key"]
+    )
+
+
 def _email(batch: _Batch, enrollment: Enrollment, step: dict[str, Any]) -> bool:
     """Create the step's Message if the mail may leave now; True when the enrollment moved
     on, False when it was deferred or ended."""
@@ -458,9 +480,7 @@ def _email(batch: _Batch, enrollment: Enrollment, step: dict[str, Any]) -> bool:
     variants = step.get("variants") or []
     variant, subject = 0, step["subject"]
     if variants:
-        chosen = _choice(
-            f"{enrollment.pk}:{step['key']}", [int(v.get("weight", 1)) for v in variants]
-        )
+        chosen = _choice(_seed_of(enrollment, step), [int(v.get("weight", 1)) for v in variants])
         variant, subject = chosen + 1, variants[chosen]["subject"]
     batch.new_messages.append(
         Message(
@@ -514,10 +534,10 @@ def _instant(batch: _Batch, enrollment: Enrollment, step: dict[str, Any]) -> str
         return step.get("yes") if matches else step.get("no")
     elif kind == "split":
         paths = step["paths"]
-        chosen = _choice(f"{enrollment.pk}:{step['key']}", [int(p["weight"]) for p in paths])
+        chosen = _choice(_seed_of(enrollment, step), [int(p["weight"]) for p in paths])
         return paths[chosen].get("next")
     elif kind == "webhook":
-        batch.webhooks.append((str(enrollment.pk), step["key"]))
+        batch.webhooks.append((enrollment.pk, step["key"]))
     elif kind == "exit":
         return None
     return step.get("next")
@@ -549,15 +569,14 @@ def _save(batch: _Batch) -> None:
         result.messages = len(result.message_ids)
         _schedule_send(result.message_ids)
     if batch.webhooks:
-        webhooks = list(batch.webhooks)
-
-        def fire() -> None:
-            from campaigns.engine_tasks import step_webhook_post
-
-            for enrollment_id, step_key in webhooks:
-                step_webhook_post.delay(enrollment_id, step_key)
-
-        transaction.on_commit(fire)
+        # The calls owed are rows of this transaction; their sending is one task after commit,
+        # and retries come from those rows (campaigns/step_webhooks.py).
+        step_webhooks.schedule_send(
+            step_webhooks.step_webhook_deliveries_create(
+                workspace_ids={e.pk: e.workspace_id for e in enrollments},
+                calls=batch.webhooks,
+            )
+        )
 
 
 def _schedule_send(message_ids: list[str]) -> None:
@@ -585,43 +604,6 @@ def _schedule_tick() -> None:
     from campaigns.engine_tasks import tick_task
 
     transaction.on_commit(lambda: tick_task.delay())
-
-
-# --- the webhook step
-
-
-def step_webhook_deliver(*, enrollment_id: str, step_key: str) -> bool:
-    """POST the webhook step's payload (SSRF-safe client of funnel.outbound_http).
-
-    One try; a failure is logged. Returns whether the receiver answered 2xx.
-    """
-    from funnel import outbound_http
-
-    enrollment = (
-        Enrollment.objects.select_related("sequence", "contact").filter(pk=enrollment_id).first()
-    )
-    if enrollment is None:
-        return False
-    step = next((s for s in enrollment.sequence.steps if s["key"] == step_key), None)
-    if step is None or step["type"] != "webhook":
-        return False
-    body = json.dumps(
-        {
-            "type": "sequence.step",
-            "sequence": str(enrollment.sequence_id),
-            "enrollment": str(enrollment.pk),
-            "step": step_key,
-            "contact": {"id": str(enrollment.contact_id), "email": enrollment.contact.email},
-        }
-    ).encode()
-    outcome = outbound_http.post(
-        step["url"],
-        body=body,
-        headers={"Content-Type": "application/json", "User-Agent": "Funnelwerk-Sequences/1"},
-    )
-    if not outcome.ok:
-        logger.warning("webhook step %s of %s failed: %s", step_key, enrollment_id, outcome.error)
-    return outcome.ok
 
 
 # --- reactions
@@ -890,10 +872,23 @@ def stalled_scan(*, limit: int = 1000) -> int:
 
 
 def segment_scan(*, limit: int = 1000) -> int:
-    """Enroll members of a segment-trigger's segment who have never been enrolled in the
-    sequence. Without a membership history this is entry "once per contact": re-entry after
-    leaving and re-joining the segment is not detected (see the report on issue 5)."""
+    """Start runs for contacts that entered the segment of a segment-triggered sequence.
+
+    Per active sequence, the segment's members now are compared with what the last scan saw
+    (SegmentMembership): a contact seen as a member who is no longer one has left (left_at is
+    set); a member without a present row has entered, and a run starts when the re-entry
+    policy lets it (enrollment_create decides: "never" starts one run per contact, ever). So
+    leaving and joining again between two scans counts as a new entry; leaving and coming back
+    within one scan interval (5 minutes) is not seen.
+
+    The first sight of a member that already has a run in the sequence (enrolled before these
+    rows existed, or by hand) records it as present without a new run: nothing says it left.
+    At most `limit` entries per sequence and scan; the rest come at the next one. Safe to run
+    twice and concurrently (one row per sequence and contact, one active run per contact).
+    Returns how many runs were started.
+    """
     created = 0
+    now = timezone.now()
     for sequence in Sequence.objects.filter(
         status=SequenceStatus.ACTIVE, trigger__type="segment"
     ).select_related("workspace"):
@@ -902,14 +897,41 @@ def segment_scan(*, limit: int = 1000) -> int:
         ).first()
         if segment is None:
             continue
-        members = (
-            segment_queryset(workspace=sequence.workspace, filter=segment.filter)
-            .filter(~Exists(Enrollment.objects.filter(sequence=sequence, contact=OuterRef("pk"))))
-            .order_by("pk")[:limit]
+        try:
+            members = segment_queryset(workspace=sequence.workspace, filter=segment.filter)
+        except SegmentFilterError:
+            logger.warning(
+                "segment %s of sequence %s has an invalid filter", segment.pk, sequence.pk
+            )
+            continue
+        present = SegmentMembership.objects.filter(sequence=sequence, left_at__isnull=True)
+        present.exclude(contact_id__in=members.values("pk")).update(left_at=now)
+        entered = list(
+            members.filter(~Exists(present.filter(contact_id=OuterRef("pk"))))
+            .annotate(
+                seen_before=Exists(
+                    SegmentMembership.objects.filter(sequence=sequence, contact_id=OuterRef("pk"))
+                ),
+                enrolled_before=Exists(
+                    Enrollment.objects.filter(sequence=sequence, contact_id=OuterRef("pk"))
+                ),
+            )
+            .order_by("pk")
+            .values_list("pk", "seen_before", "enrolled_before")[:limit]
         )
-        for contact in members:
+        contacts = Contact.objects.in_bulk([pk for pk, _seen, _enrolled in entered])
+        for contact_id, seen_before, enrolled_before in entered:
             with transaction.atomic():
-                if enrollment_create(sequence=sequence, contact=contact, reason="segment"):
+                SegmentMembership.objects.update_or_create(
+                    sequence=sequence,
+                    contact_id=contact_id,
+                    defaults={"joined_at": now, "left_at": None},
+                )
+                if enrolled_before and not seen_before:
+                    continue
+                if enrollment_create(
+                    sequence=sequence, contact=contacts[contact_id], reason="segment"
+                ):
                     created += 1
     return created
 
@@ -918,6 +940,7 @@ __all__ = [
     "MAX_INSTANT_STEPS",
     "TickResult",
     "cap_free_at",
+    "choice_seed",
     "enroll_on_event",
     "enroll_on_list_confirmed",
     "enroll_on_stage_entered",
@@ -931,7 +954,6 @@ __all__ = [
     "reactions_on_stage",
     "segment_scan",
     "stalled_scan",
-    "step_webhook_deliver",
     "tick",
     "window_open_at",
     "zone_of",

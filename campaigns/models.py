@@ -252,3 +252,83 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return self.subject
+
+
+class SegmentMembership(models.Model):
+    """Whether a contact was in the segment of a segment-triggered sequence at the last scan.
+
+    The segment scan (campaigns.engine.segment_scan) compares a segment's members now with
+    these rows: a member without a present row has joined (a run starts if the re-entry policy
+    lets it), a present row whose contact is no longer a member has left (left_at is set), so
+    leaving and joining again is seen as a new entry. Kept per sequence, not per segment: each
+    sequence sees entries from the moment it scans.
+    """
+
+    sequence = models.ForeignKey(
+        Sequence, on_delete=models.CASCADE, related_name="segment_memberships"
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    joined_at = models.DateTimeField()
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sequence", "contact"], name="segment_membership_once_per_sequence"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in the segment of {self.sequence_id}"
+
+
+class StepWebhookStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RETRYING = "retrying", _("Failed, will retry")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed for good")
+
+
+class StepWebhookDelivery(models.Model):
+    """The POST of a sequence's webhook step for one run, tried until the receiver answers
+    2xx or 24 hours have passed (campaigns/step_webhooks.py).
+
+    One row per (enrollment, step), like a Message: however often a tick runs, one call is
+    owed. The body is built at each try from the run and its contact (nothing personal is
+    stored here); `error` is the last failure as a person can read it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    step_key = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=20, choices=StepWebhookStatus.choices, default=StepWebhookStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["enrollment", "step_key"], name="step_webhook_once_per_enrollment_step"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=["pending", "retrying"]),
+                name="step_webhook_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_key} of {self.enrollment_id}: {self.status}"

@@ -8,9 +8,10 @@ memory only, and reads (the contact's recent mails, suppressions, segment member
 only queries it makes.
 
 Rules shared with the engine are imported from it (zone_of, next_local_time, window_open_at,
-cap_free_at, _choice, CAP_COUNTED, MAX_INSTANT_STEPS). Rules the engine only has in a
-database-bound form are repeated here in a pure form (see RULES_DUPLICATED) so that both can be
-unified later.
+cap_free_at, _choice and its seed choice_seed, CAP_COUNTED, MAX_INSTANT_STEPS): a stored
+contact takes the split paths and gets the A/B variants here that a real run gives it. Rules
+the engine only has in a database-bound form are repeated here in a pure form (see
+RULES_DUPLICATED) so that both can be unified later.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from campaigns.engine import (
     MAX_INSTANT_STEPS,
     _choice,
     cap_free_at,
+    choice_seed,
     next_local_time,
     window_open_at,
     zone_of,
@@ -88,8 +90,6 @@ RULES_DUPLICATED: Final = (
     "wait due (engine._wait_due): duration from the step's start, or the next local hh:mm",
     "wait_for matching (engine.message_opened/message_clicked/_reaction_happened): a click is"
     " an open too; a reaction before the step began takes yes at once",
-    "split and variant choice (engine._instant/_email): _choice over the weights, seeded by"
-    " '<run>:<step key>' (the engine's run is the enrollment id, so a real run may differ)",
     "add_tag/remove_tag/set_attribute/move_stage (engine._instant): applied in memory",
 )
 
@@ -340,7 +340,8 @@ class _Run:
     zone: dt.tzinfo
     mailable: bool
     not_mailable_reason: str
-    seed: str
+    # The contact's id in engine.choice_seed; "profile" for a hypothetical contact.
+    seed_contact: str
     start: dt.datetime
     reactions: list[Reaction]
     sent_times: list[dt.datetime]
@@ -441,6 +442,10 @@ def _condition(run: _Run, step: dict[str, Any]) -> tuple[bool, str]:
         return False, _(" (a %(kind)s condition cannot be judged for a hypothetical contact)") % {
             "kind": exc.args[0]
         }
+
+
+def _seed(run: _Run, step_key: str) -> str:
+    return choice_seed(sequence_id=run.sequence.pk, contact_id=run.seed_contact, step_key=step_key)
 
 
 def _walk(run: _Run) -> None:
@@ -551,7 +556,7 @@ def _walk(run: _Run) -> None:
             variants = step.get("variants") or []
             subject, label = step["subject"], ""
             if variants:
-                chosen = _choice(f"{run.seed}:{key}", [int(v.get("weight", 1)) for v in variants])
+                chosen = _choice(_seed(run, key), [int(v.get("weight", 1)) for v in variants])
                 subject, label = (
                     variants[chosen]["subject"],
                     _(" (variant %(number)d)") % {"number": chosen + 1},
@@ -583,7 +588,7 @@ def _walk(run: _Run) -> None:
             target = step.get("yes") if matches else step.get("no")
         elif kind == "split":
             paths = step["paths"]
-            chosen = _choice(f"{run.seed}:{key}", [int(p["weight"]) for p in paths])
+            chosen = _choice(_seed(run, key), [int(p["weight"]) for p in paths])
             run.add(now, key, kind, _("split: path %(number)d") % {"number": chosen + 1})
             target = paths[chosen].get("next")
         elif kind == "move_stage":
@@ -701,7 +706,7 @@ def simulate(
         zone=zone,
         mailable=status == ContactStatus.SUBSCRIBED and not suppressed,
         not_mailable_reason="suppressed" if suppressed else status,
-        seed=f"simulation:{sequence.pk}:{contact.pk if contact is not None else 'profile'}",
+        seed_contact=str(contact.pk) if contact is not None else "profile",
         start=start,
         reactions=parsed_reactions,
         sent_times=_real_history(contact, start) if contact is not None else [],

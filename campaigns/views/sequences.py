@@ -31,6 +31,7 @@ from campaigns import services
 from campaigns.diagram import duration_words, sequence_svg, step_summary, step_type_label
 from campaigns.graph import KEY, STEP_TYPES, TRIGGER_TYPES
 from campaigns.models import EnrollmentStatus, Reentry, Sequence, SequenceStatus
+from campaigns.step_webhooks import step_webhook_summaries
 from contacts.mails import sender_of
 from contacts.models import Contact, MailingList, Segment
 from core.durations import parse_duration
@@ -43,6 +44,9 @@ from funnel.models import Funnel, Stage
 NEXT_TYPES = ("email", "wait", "move_stage", "add_tag", "remove_tag", "set_attribute", "webhook")
 BRANCH_TYPES = ("wait_for", "condition")
 SPLIT_PATHS = 4
+# A/B variants per email step: enough for an A/B/C/... test, few enough to read the results.
+MAX_VARIANTS = 10
+VARIANTS_PREFIX = "variants"
 START = "__start__"
 DEFAULT_HTML = (
     "<h1>Hello {{ contact.first_name | default('there') }}!</h1>\n"
@@ -583,8 +587,11 @@ class StepForm(forms.Form):
             self.add_error("timeout_amount", _("Say how long to wait at most."))
         return cleaned
 
-    def to_step(self, original: dict[str, Any]) -> dict[str, Any]:
-        """The step as the JSON of API.md (what the service validates)."""
+    def to_step(
+        self, original: dict[str, Any], *, variants: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The step as the JSON of API.md (what the service validates); an email step's
+        A/B variants are `variants` (none: the step has no variants)."""
         data = self.cleaned_data
         kind = self.kind
         step: dict[str, Any] = {"key": original.get("key") or data.get("key"), "type": kind}
@@ -594,8 +601,8 @@ class StepForm(forms.Form):
                 step["text"] = data["text"]
             if data["from_name"].strip():
                 step["from_name"] = data["from_name"].strip()
-            if original.get("variants"):
-                step["variants"] = original["variants"]
+            if variants:
+                step["variants"] = variants
         elif kind == "wait":
             if data.get("wait_amount"):
                 step["duration"] = _iso_duration(data["wait_amount"], data["wait_unit"] or "days")
@@ -641,6 +648,136 @@ class StepForm(forms.Form):
         return step
 
 
+# --- A/B variants of an email step
+
+
+class VariantForm(forms.Form):
+    """One A/B variant of an email step: a subject, HTML and a weight (API.md's shape).
+
+    `origin` is the variant's position in the saved step, so keys the page does not edit
+    (e.g. a "text" given through the API) survive a save from the builder.
+    """
+
+    subject = forms.CharField(label=gettext_lazy("Subject"), max_length=500)
+    html = forms.CharField(
+        label=gettext_lazy("HTML"),
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "code"}),
+    )
+    weight = forms.IntegerField(
+        label=gettext_lazy("Weight"),
+        min_value=1,
+        max_value=1000,
+        initial=1,
+        help_text=gettext_lazy("Its share is its weight over the sum of all weights."),
+    )
+    origin = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def _template(self, name: str) -> str:
+        from campaigns.rendering import check_template
+
+        source = str(self.cleaned_data.get(name) or "")
+        # Checked here, not only by the service, so the error sits at the variant it is in.
+        try:
+            check_template(source)
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from exc
+        return source
+
+    def clean_subject(self) -> str:
+        return self._template("subject")
+
+    def clean_html(self) -> str:
+        return self._template("html")
+
+
+VariantFormSet = forms.formset_factory(
+    VariantForm,
+    extra=0,
+    max_num=MAX_VARIANTS,
+    absolute_max=MAX_VARIANTS,
+    validate_max=True,
+)
+
+
+def _variant_formset(
+    *, data: Any = None, initial: list[dict[str, Any]] | None = None, preview_url: str
+) -> Any:
+    """The variants' forms; each field previews its own variant live (preview_variant = n)."""
+    formset = VariantFormSet(data, initial=initial, prefix=VARIANTS_PREFIX)
+    for number, form in enumerate(formset.forms, start=1):
+        for name in ("subject", "html"):
+            form.fields[name].widget.attrs.update(
+                {
+                    "hx-post": preview_url,
+                    "hx-trigger": "input changed delay:500ms",
+                    "hx-target": "#email-preview",
+                    "hx-vals": json.dumps({"preview_variant": number}),
+                }
+            )
+    return formset
+
+
+def _saved_variants(step: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "subject": variant.get("subject", ""),
+            "html": variant.get("html", ""),
+            "weight": variant.get("weight", 1),
+            "origin": origin,
+        }
+        for origin, variant in enumerate((step or {}).get("variants") or [])
+    ]
+
+
+def _typed_variants(formset: Any) -> list[dict[str, Any]]:
+    """What the variant forms hold as typed, valid or not (to show the page again)."""
+    return [
+        {name: form[name].value() for name in ("subject", "html", "weight", "origin")}
+        for form in formset.forms
+    ]
+
+
+def _variants_of(formset: Any, original: dict[str, Any]) -> list[dict[str, Any]]:
+    """The variants of a valid formset as the step JSON holds them, in the page's order."""
+    saved = original.get("variants") or []
+    variants = []
+    for form in formset.forms:
+        data = form.cleaned_data
+        origin = data.get("origin")
+        variant = dict(saved[origin]) if origin is not None and origin < len(saved) else {}
+        variant.update(subject=data["subject"], html=data["html"], weight=data["weight"])
+        variants.append(variant)
+    return variants
+
+
+def _posted_variants(post: Any) -> list[dict[str, Any]]:
+    """The variants as posted to the preview (no validation: the renderer reports errors)."""
+    try:
+        total = int(post.get(f"{VARIANTS_PREFIX}-TOTAL_FORMS") or 0)
+    except ValueError:
+        total = 0
+    return [
+        {
+            "subject": post.get(f"{VARIANTS_PREFIX}-{index}-subject", ""),
+            "html": post.get(f"{VARIANTS_PREFIX}-{index}-html", ""),
+            "weight": 1,
+        }
+        for index in range(max(0, min(total, MAX_VARIANTS)))
+    ]
+
+
+def _variant_shares(variants: list[dict[str, Any]]) -> list[int | None]:
+    """Each variant's share of the mails in whole percent (None while a weight is not valid)."""
+    weights = []
+    for variant in variants:
+        try:
+            weights.append(max(int(variant.get("weight") or 0), 0))
+        except (TypeError, ValueError):
+            weights.append(0)
+    total = sum(weights)
+    return [round(100 * weight / total) if total and weight else None for weight in weights]
+
+
 # --- builder rows
 
 
@@ -675,6 +812,11 @@ def _builder_context(
     names = _stage_names(stages)
     saved = list(sequence.steps or [])
     keys = [step["key"] for step in saved]
+    webhooks = (
+        step_webhook_summaries(sequence=sequence)
+        if any(step.get("type") == "webhook" for step in saved)
+        else {}
+    )
     rows = []
     for index, saved_step in enumerate(saved):
         step = (pending or {}).get(saved_step["key"], saved_step)
@@ -696,6 +838,8 @@ def _builder_context(
                 if step.get("type") == "email"
                 else "",
                 "connections": connections,
+                "variants": len(step.get("variants") or []) if step.get("type") == "email" else 0,
+                "webhook": webhooks.get(step["key"]) if step.get("type") == "webhook" else None,
                 "first": index == 0,
                 "last": index == len(saved) - 1,
                 "has_error": step["key"] == error_key,
@@ -970,17 +1114,45 @@ def _step_page(
         if original is not None
         else {"after": _default_after(steps), "html": DEFAULT_HTML if kind == "email" else ""}
     )
-    form = StepForm(
-        request.POST or None,
-        kind=kind,
-        steps=steps,
-        stages=stages,
-        own_key=original["key"] if original else None,
-        adding=adding,
-        initial=initial,
-    )
+
+    def step_form(data: Any, initial: dict[str, Any]) -> StepForm:
+        return StepForm(
+            data,
+            kind=kind,
+            steps=steps,
+            stages=stages,
+            own_key=original["key"] if original else None,
+            adding=adding,
+            initial=initial,
+        )
+
+    form = step_form(request.POST or None, initial)
     preview_url = reverse("sequence-preview", args=[sequence.pk])
+    variants = None
     if kind == "email":
+        variants = _variant_formset(
+            data=request.POST or None, initial=_saved_variants(original), preview_url=preview_url
+        )
+        action = request.POST.get("variant_action", "") if request.method == "POST" else ""
+        if action:
+            # Adding or removing a variant shows the page again with what was typed, saves
+            # nothing and judges nothing yet (an empty new variant is no error).
+            typed = _typed_variants(variants)
+            if action == "add" and len(typed) < MAX_VARIANTS:
+                # A new variant starts as a copy of the content above, to be changed.
+                typed.append(
+                    {
+                        "subject": form["subject"].value() or "",
+                        "html": form["html"].value() or "",
+                        "weight": 1,
+                        "origin": None,
+                    }
+                )
+            elif action.startswith("remove:") and action[7:].isdigit():
+                removed = int(action[7:])
+                typed = [variant for index, variant in enumerate(typed) if index != removed]
+            form = step_form(None, {name: form[name].value() for name in form.fields})
+            variants = _variant_formset(initial=typed, preview_url=preview_url)
         for name in ("subject", "html", "text", "from_name"):
             form.fields[name].widget.attrs.update(
                 {
@@ -989,14 +1161,28 @@ def _step_page(
                     "hx-target": "#email-preview",
                 }
             )
-    if request.method == "POST" and form.is_valid():
+    # A POST without the variants' forms (a page from before they were editable, a script)
+    # leaves the saved variants as they are.
+    edits_variants = variants is not None and f"{VARIANTS_PREFIX}-TOTAL_FORMS" in request.POST
+    if (
+        request.method == "POST"
+        and form.is_bound
+        and form.is_valid()
+        and (not edits_variants or (variants is not None and variants.is_valid()))
+    ):
+        chosen = (
+            _variants_of(variants, original or {})
+            if edits_variants
+            else (original or {}).get("variants")
+        )
         if original is None:
             key = form.cleaned_data["key"] or _fresh_key(steps, kind)
-            new_step = form.to_step({"key": key})
+            new_step = form.to_step({"key": key}, variants=chosen)
             new_steps = _place(steps, new_step, form.cleaned_data.get("after") or "")
         else:
             new_steps = [
-                form.to_step(original) if step["key"] == original["key"] else step for step in steps
+                form.to_step(original, variants=chosen) if step["key"] == original["key"] else step
+                for step in steps
             ]
             key = original["key"]
         try:
@@ -1009,12 +1195,24 @@ def _step_page(
             else:
                 messages.success(request, _("Step %(key)s saved.") % {"key": key})
             return redirect("sequence-builder", pk=sequence.pk)
+    variant_rows = []
+    if variants is not None:
+        shares = _variant_shares(_typed_variants(variants))
+        variant_rows = [
+            {"number": number, "index": number - 1, "form": variant_form, "share": share}
+            for number, (variant_form, share) in enumerate(
+                zip(variants.forms, shares, strict=True), start=1
+            )
+        ]
     return render(
         request,
         "campaigns/step_form.html",
         {
             "sequence": sequence,
             "form": form,
+            "variants": variants,
+            "variant_rows": variant_rows,
+            "can_add_variant": variants is not None and len(variant_rows) < MAX_VARIANTS,
             "kind": kind,
             "kind_label": step_type_label(kind),
             "step": original,
@@ -1060,7 +1258,18 @@ def _preview_step(request: HttpRequest) -> dict[str, Any]:
         step["text"] = post["text"]
     if post.get("from_name", "").strip():
         step["from_name"] = post["from_name"].strip()
+    variants = _posted_variants(post)
+    if variants:
+        step["variants"] = variants
     return step
+
+
+def _preview_variant(request: HttpRequest) -> int:
+    """Which content to show: 0 the step's own, n its n-th variant (Message.variant)."""
+    try:
+        return max(int(request.POST.get("preview_variant") or 0), 0)
+    except ValueError:
+        return 0
 
 
 def _preview_contact(membership: Membership, request: HttpRequest) -> tuple[Contact | None, str]:
@@ -1077,14 +1286,14 @@ def _preview_contact(membership: Membership, request: HttpRequest) -> tuple[Cont
 
 
 def _render(membership: Membership, request: HttpRequest) -> tuple[Any, Contact | None, str, str]:
-    """(rendered email or None, contact, note, error)."""
+    """(rendered email or None, contact, note, error) of the content preview_variant names."""
     from campaigns.rendering import render_preview
 
     contact, note = _preview_contact(membership, request)
     try:
         rendered = render_preview(
             step=_preview_step(request),
-            variant=0,
+            variant=_preview_variant(request),
             contact=contact,
             workspace=membership.workspace,
         )
@@ -1102,7 +1311,13 @@ def email_preview(request: HttpRequest, membership: Membership, pk: uuid.UUID) -
     return render(
         request,
         "campaigns/_preview.html",
-        {"rendered": rendered, "contact": contact, "note": note, "error": error},
+        {
+            "rendered": rendered,
+            "contact": contact,
+            "note": note,
+            "error": error,
+            "variant": _preview_variant(request),
+        },
     )
 
 

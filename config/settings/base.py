@@ -236,11 +236,6 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "tracking-hits-drain": {
-        "task": "tracking.hits_drain",
-        "schedule": 1.0,
-        "options": {"expires": 5},
-    },
     "idempotency-records-purge": {"task": "core.idempotency_records_purge", "schedule": 3600.0},
     "confirmations-maintain": {"task": "contacts.confirmations_maintain", "schedule": 900.0},
     "import-files-purge": {"task": "contacts.import_files_purge", "schedule": 3600.0},
@@ -254,7 +249,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "broadcasts-dispatch": {"task": "campaigns.broadcasts_dispatch", "schedule": 10.0},
     "broadcasts-ab-decide": {"task": "campaigns.broadcast_ab_decide", "schedule": 60.0},
     "messages-recover-stuck": {"task": "campaigns.messages_recover_stuck", "schedule": 60.0},
+    "campaigns-step-webhooks-due": {"task": "campaigns.step_webhooks_due", "schedule": 30.0},
 }
+if TRACKING_BUFFER_URL:  # without a buffer, hits are written in the request
+    CELERY_BEAT_SCHEDULE["tracking-hits-drain"] = {
+        "task": "tracking.hits_drain",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False
 

@@ -457,6 +457,247 @@ def test_test_mail_with_a_template_error_sends_nothing(workspace, member_of, log
     assert mail.outbox == []
 
 
+# --- A/B variants in the email editor
+
+
+def variant_post(
+    subject: str, html: str, variants: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """The email editor's POST: the step's fields and the variants formset."""
+    data: dict[str, Any] = {
+        "subject": subject,
+        "html": html,
+        "next": "",
+        "variants-TOTAL_FORMS": str(len(variants)),
+        "variants-INITIAL_FORMS": str(len(variants)),
+        "variants-MIN_NUM_FORMS": "0",
+        "variants-MAX_NUM_FORMS": "10",
+        **extra,
+    }
+    for index, variant in enumerate(variants):
+        for name, value in variant.items():
+            data[f"variants-{index}-{name}"] = "" if value is None else str(value)
+    return data
+
+
+def test_the_editor_shows_the_saved_variants_and_the_builder_counts_them(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    variants = [
+        {"subject": "Short & sweet", "html": "<p>A</p>", "weight": 3},
+        {"subject": "Long story", "html": "<p>B</p>", "weight": 1},
+    ]
+    sequence = make_sequence(workspace, [email("welcome", "Welcome", variants=variants)])
+
+    page = client.get(f"/sequences/{sequence.pk}/steps/welcome/").content.decode()
+
+    assert page.count('data-testid="variant"') == 2
+    assert 'name="variants-0-subject" value="Short &amp; sweet"' in page
+    assert 'name="variants-1-subject" value="Long story"' in page
+    assert 'name="variants-0-weight" value="3"' in page
+    assert "about 75 % of the mails" in page and "about 25 % of the mails" in page
+    assert '"preview_variant": 2' in page  # each variant previews itself
+    builder = client.get(f"/sequences/{sequence.pk}/").content.decode()
+    assert "2 A/B variants" in builder
+
+
+def test_adding_a_variant_copies_the_typed_content_and_saves_nothing_yet(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(workspace)
+
+    response = client.post(
+        f"/sequences/{sequence.pk}/steps/welcome/",
+        variant_post("Typed subject", "<p>Typed</p>", [], variant_action="add"),
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="variants-0-subject" value="Typed subject"' in page
+    assert 'name="subject" value="Typed subject"' in page  # the step's own input is kept
+    assert "&lt;p&gt;Typed&lt;/p&gt;</textarea>" in page
+    assert 'name="variants-TOTAL_FORMS" value="1"' in page
+    assert 'class="error"' not in page  # nothing judged yet
+    sequence.refresh_from_db()
+    assert sequence.version == 1 and sequence.steps == [email("welcome", "Welcome")]
+
+
+def test_saving_variants_stores_them_in_the_api_shape_and_keeps_what_the_page_does_not_edit(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(
+        workspace,
+        [
+            email(
+                "welcome",
+                "Welcome",
+                variants=[{"subject": "Old", "html": "<p>Old</p>", "weight": 1, "text": "Old"}],
+            )
+        ],
+    )
+
+    # when the saved variant is changed and a new one is added
+    response = client.post(
+        f"/sequences/{sequence.pk}/steps/welcome/",
+        variant_post(
+            "Welcome",
+            "<p>Hi</p>",
+            [
+                {
+                    "subject": "Hi {{ contact.first_name }}",
+                    "html": "<p>A</p>",
+                    "weight": 2,
+                    "origin": 0,
+                },
+                {"subject": "Welcome aboard", "html": "<p>B</p>", "weight": 1, "origin": ""},
+            ],
+        ),
+    )
+
+    # then both are saved in order, with the API's keys; the first keeps its text
+    assert response.status_code == 302
+    sequence.refresh_from_db()
+    assert sequence.steps[0]["variants"] == [
+        {"subject": "Hi {{ contact.first_name }}", "html": "<p>A</p>", "weight": 2, "text": "Old"},
+        {"subject": "Welcome aboard", "html": "<p>B</p>", "weight": 1},
+    ]
+    assert sequence.version == 2
+
+
+def test_removing_a_variant_and_saving_drops_it(workspace, member_of, logged_in) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    variants = [
+        {"subject": "A", "html": "<p>A</p>", "weight": 1},
+        {"subject": "B", "html": "<p>B</p>", "weight": 1},
+    ]
+    sequence = make_sequence(workspace, [email("welcome", "Welcome", variants=variants)])
+    url = f"/sequences/{sequence.pk}/steps/welcome/"
+    posted = [{**variant, "origin": index} for index, variant in enumerate(variants)]
+
+    # when the first variant is removed, the page shows the second only and saves nothing
+    page = client.post(
+        url, variant_post("Welcome", "<p>Hi</p>", posted, variant_action="remove:0")
+    ).content.decode()
+    assert page.count('data-testid="variant"') == 1
+    assert 'name="variants-0-subject" value="B"' in page
+    assert 'name="variants-0-origin" value="1"' in page
+    sequence.refresh_from_db()
+    assert len(sequence.steps[0]["variants"]) == 2
+
+    # and saving what the page now holds stores B alone; with none left the key goes too
+    client.post(url, variant_post("Welcome", "<p>Hi</p>", posted[1:]))
+    sequence.refresh_from_db()
+    assert sequence.steps[0]["variants"] == [{"subject": "B", "html": "<p>B</p>", "weight": 1}]
+    client.post(url, variant_post("Welcome", "<p>Hi</p>", []))
+    sequence.refresh_from_db()
+    assert sequence.steps[0] == {**email("welcome", "Welcome"), "stage": None}
+
+
+def test_a_variant_with_a_template_error_or_no_weight_is_shown_there_and_nothing_is_saved(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(workspace)
+
+    response = client.post(
+        f"/sequences/{sequence.pk}/steps/welcome/",
+        variant_post(
+            "Welcome",
+            "<p>Hi</p>",
+            [
+                {
+                    "subject": "Fine",
+                    "html": "<p>one</p>\n<p>{{ contact.first_name </p>",
+                    "weight": 1,
+                },
+                {"subject": "Also fine", "html": "<p>B</p>", "weight": 0},
+            ],
+        ),
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert page.count('class="field f-variant-html has-error"') == 1
+    assert "line 2" in page
+    assert page.count('class="field f-variant-weight has-error"') == 1
+    sequence.refresh_from_db()
+    assert sequence.version == 1 and "variants" not in sequence.steps[0]
+
+
+def test_a_post_without_the_variant_forms_keeps_the_saved_variants(
+    workspace, member_of, logged_in
+) -> None:
+    # a page from before variants were editable, or a script, posts only the step's fields
+    client = editor_client(workspace, member_of, logged_in)
+    variants = [{"subject": "A", "html": "<p>A</p>", "weight": 1}]
+    sequence = make_sequence(workspace, [email("welcome", "Welcome", variants=variants)])
+
+    response = client.post(
+        f"/sequences/{sequence.pk}/steps/welcome/", {"subject": "Changed", "html": "<p>Hi</p>"}
+    )
+
+    assert response.status_code == 302
+    sequence.refresh_from_db()
+    assert sequence.steps[0]["subject"] == "Changed"
+    assert sequence.steps[0]["variants"] == variants
+
+
+def test_more_variants_than_allowed_are_refused(workspace, member_of, logged_in) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(workspace)
+    many = [{"subject": f"S{n}", "html": "<p>x</p>", "weight": 1} for n in range(11)]
+
+    response = client.post(
+        f"/sequences/{sequence.pk}/steps/welcome/", variant_post("Welcome", "<p>Hi</p>", many)
+    )
+
+    assert response.status_code == 200
+    assert "Please submit at most 10 forms." in response.content.decode()
+    sequence.refresh_from_db()
+    assert sequence.version == 1
+
+
+def test_the_preview_shows_the_chosen_variant(workspace, member_of, logged_in) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(workspace)
+    variants = [
+        {"subject": "A for {{ contact.first_name }}", "html": "<p>Variant A</p>", "weight": 1},
+        {"subject": "B for {{ contact.first_name }}", "html": "<p>Variant B</p>", "weight": 1},
+    ]
+    data = variant_post("Own {{ contact.first_name }}", "<p>Own</p>", variants)
+
+    second = client.post(
+        f"/sequences/{sequence.pk}/preview/", {**data, "preview_variant": "2"}
+    ).content.decode()
+    own = client.post(f"/sequences/{sequence.pk}/preview/", data).content.decode()
+
+    assert '<strong data-testid="preview-subject">B for Ada</strong>' in second
+    assert second.count("&lt;p&gt;Variant B&lt;/p&gt;") == 2
+    assert 'data-testid="preview-variant">Variant 2<' in second
+    assert "Variant A" not in second
+    assert '<strong data-testid="preview-subject">Own Ada</strong>' in own
+    assert 'data-testid="preview-variant"' not in own
+
+
+def test_the_preview_of_a_variant_that_does_not_exist_says_so(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = make_sequence(workspace)
+
+    response = client.post(
+        f"/sequences/{sequence.pk}/preview/",
+        {**variant_post("Own", "<p>Own</p>", []), "preview_variant": "3"},
+    )
+
+    page = response.content.decode()
+    assert 'data-testid="preview-error"' in page and "Variant 3 does not exist" in page
+    assert "iframe" not in page
+
+
 # --- status, roles, isolation
 
 

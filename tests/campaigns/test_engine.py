@@ -16,6 +16,7 @@ from campaigns.models import (
     Enrollment,
     Message,
     MessageStatus,
+    SegmentMembership,
     Sequence,
     SequenceStatus,
 )
@@ -26,6 +27,8 @@ from campaigns.services import (
     sequence_update,
 )
 from contacts.models import Contact, ContactStatus
+from contacts.segments import segment_create
+from contacts.services import contact_update
 from contacts.subscriptions import (
     SignupContext,
     contact_confirm,
@@ -631,6 +634,96 @@ def test_stalled_contacts_are_enrolled_once_per_stay(
         clock.move_to(T0 + dt.timedelta(days=30))
         assert engine.stalled_scan() == 0  # same stay: not again
     assert Enrollment.objects.filter(contact=subscriber).count() == 1
+
+
+def tagged(contact: Contact, *tags: str) -> None:
+    contact_update(contact=contact, changes={"tags": list(tags)})
+
+
+@pytest.mark.parametrize(
+    ("reentry", "runs_after_rejoining"), [("after_exit", 2), ("always", 2), ("never", 1)]
+)
+def test_leaving_and_joining_the_segment_again_is_a_new_entry_that_the_reentry_policy_judges(
+    workspace: Workspace,
+    subscriber: Contact,
+    make_sequence: Callable[..., Sequence],
+    reentry: str,
+    runs_after_rejoining: int,
+) -> None:
+    # given a one-mail sequence started by entering the segment of VIP-tagged contacts
+    vips = segment_create(workspace=workspace, name="VIPs", filter={"all": [{"tag": "vip"}]})
+    sequence = make_sequence(
+        [email("a", None)], reentry=reentry, trigger={"type": "segment", "segment": str(vips.pk)}
+    )
+    with time_machine.travel(T0, tick=False) as clock:
+        # when the contact joins, its run starts; it completes while the contact stays
+        tagged(subscriber, "vip")
+        assert engine.segment_scan() == 1
+        engine.tick()
+        clock.move_to(T0 + dt.timedelta(minutes=5))
+        assert engine.segment_scan() == 0  # staying is no new entry
+        # and it leaves, then comes back
+        tagged(subscriber)
+        assert engine.segment_scan() == 0
+        membership = SegmentMembership.objects.get(sequence=sequence, contact=subscriber)
+        assert membership.left_at == T0 + dt.timedelta(minutes=5)
+        clock.move_to(T0 + dt.timedelta(minutes=10))
+        tagged(subscriber, "vip")
+        rejoined = engine.segment_scan()
+
+    # then coming back is an entry: a second run unless the policy says once per contact
+    assert rejoined == runs_after_rejoining - 1
+    assert Enrollment.objects.filter(sequence=sequence, contact=subscriber).count() == (
+        runs_after_rejoining
+    )
+    membership.refresh_from_db()
+    assert (membership.joined_at, membership.left_at) == (T0 + dt.timedelta(minutes=10), None)
+
+
+def test_a_member_with_a_run_from_before_the_scan_kept_track_gets_no_second_run(
+    workspace: Workspace, subscriber: Contact, make_sequence: Callable[..., Sequence]
+) -> None:
+    # given a member that was enrolled by hand and finished its run, never seen by a scan
+    vips = segment_create(workspace=workspace, name="VIPs", filter={"all": [{"tag": "vip"}]})
+    sequence = make_sequence(
+        [email("a", None)],
+        reentry="after_exit",
+        trigger={"type": "segment", "segment": str(vips.pk)},
+    )
+    tagged(subscriber, "vip")
+    with time_machine.travel(T0, tick=False):
+        assert enrollment_create(sequence=sequence, contact=subscriber) is not None
+        engine.tick()
+
+    # when the scan sees it for the first time, it is recorded as present, without a new run
+    assert engine.segment_scan() == 0
+    assert Enrollment.objects.filter(contact=subscriber).count() == 1
+    assert SegmentMembership.objects.filter(
+        sequence=sequence, contact=subscriber, left_at__isnull=True
+    ).exists()
+
+
+def test_the_segment_scan_leaves_other_sequences_and_non_members_alone(
+    workspace: Workspace, subscriber: Contact, make_sequence: Callable[..., Sequence]
+) -> None:
+    vips = segment_create(workspace=workspace, name="VIPs", filter={"all": [{"tag": "vip"}]})
+    paused = make_sequence(
+        [email("a", None)], name="Paused", trigger={"type": "segment", "segment": str(vips.pk)}
+    )
+    sequence_set_status(sequence=paused, status=SequenceStatus.PAUSED)
+    make_sequence(
+        [email("a", None)], name="Active", trigger={"type": "segment", "segment": str(vips.pk)}
+    )
+    bystander = ContactFactory(workspace=workspace, status=ContactStatus.SUBSCRIBED)
+    tagged(subscriber, "vip")
+
+    assert engine.segment_scan() == 1
+
+    assert list(Enrollment.objects.values_list("sequence__name", "contact_id")) == [
+        ("Active", subscriber.pk)
+    ]
+    assert not SegmentMembership.objects.filter(contact=bystander).exists()
+    assert not SegmentMembership.objects.filter(sequence=paused).exists()
 
 
 @pytest.mark.parametrize(

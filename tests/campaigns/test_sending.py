@@ -30,11 +30,9 @@ import pytest
 import time_machine
 from aiosmtpd.controller import Controller
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
-from django.core.mail import EmailMultiAlternatives
 from django.db import connection
 from django.test import override_settings
 
-from campaigns import rendering
 from campaigns.models import Enrollment, Message, MessageStatus, Sequence, SequenceStatus
 from campaigns.sending import (
     classify_send_error,
@@ -61,28 +59,6 @@ STEP = {
     "html": "<p>Hello {{ contact.first_name }}</p>",
     "next": None,
 }
-
-
-# --- a stand-in for campaigns.rendering.message_email while it is being written ------------
-
-
-def minimal_message_email(*, message: Message, step: dict[str, Any]) -> EmailMultiAlternatives:
-    """Tests only: the smallest mail message_email would build, until rendering has it."""
-    mail = EmailMultiAlternatives(
-        subject=str(step["subject"]),
-        body="Hello",
-        from_email="Shop <shop@example.com>",
-        to=[message.contact.email],
-        headers={"Message-ID": f"<{message.pk}@example.com>"},
-    )
-    mail.attach_alternative(str(step["html"]), "text/html")
-    return mail
-
-
-@pytest.fixture(autouse=True)
-def _message_email(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not hasattr(rendering, "message_email"):
-        monkeypatch.setattr(rendering, "message_email", minimal_message_email, raising=False)
 
 
 # --- a scriptable SMTP server on loopback --------------------------------------------------
@@ -325,6 +301,19 @@ def test_a_mail_goes_out_once_and_its_acceptance_is_recorded(workspace):
     assert message.error == ""
     assert message.esp_message_id == server.received[0]["Message-ID"]
     assert message.esp_message_id.strip("<>").startswith(str(message.pk))
+    # and it is the mail campaigns.rendering.message_email builds: personalised, with the
+    # footer and the one-click unsubscribe headers
+    received = server.received[0]
+    html = next(
+        part.get_payload(decode=True).decode()
+        for part in received.walk()
+        if part.get_content_type() == "text/html"
+    )
+    assert received["Subject"] == "Welcome, Reader0"
+    assert "<p>Hello Reader0</p>" in html
+    assert workspace.postal_address.splitlines()[0] in html
+    assert received["List-Unsubscribe"].strip().startswith("<http://testserver/u/")
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
 @pytest.mark.django_db
@@ -648,10 +637,6 @@ transport = parse_email_url(os.environ["SENDING_TEST_EMAIL_URL"], environ={})
 settings.EMAIL_BACKEND = transport.backend
 for name, value in transport.settings.items():
     setattr(settings, name, value)
-from campaigns import rendering
-if not hasattr(rendering, "message_email"):
-    from tests.campaigns.test_sending import minimal_message_email
-    rendering.message_email = minimal_message_email
 from campaigns.sending import messages_send
 messages_send(message_ids=json.loads(sys.argv[1]))
 """

@@ -7,15 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import time_machine
 from django.core import mail
 from django.test import Client
 from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.test import APIClient
 
+from campaigns import engine
 from campaigns.api import simulation as simulation_api
-from campaigns.engine import _choice
+from campaigns.engine import _choice, choice_seed
 from campaigns.models import Enrollment, Message, Sequence
-from campaigns.services import sequence_create
+from campaigns.services import enrollment_create, sequence_create, sequence_set_status
 from campaigns.simulation import SimulatedItem, simulate
 from campaigns.views.simulation import sequence_test_drive
 from config import urls as config_urls
@@ -265,7 +267,8 @@ def test_split_is_deterministic_and_uses_the_engines_choice(
     first, second = run(sequence), run(sequence)
 
     assert rows(first) == rows(second)
-    expected = _choice(f"simulation:{sequence.pk}:profile:ab", [1, 1])
+    seed = choice_seed(sequence_id=sequence.pk, contact_id="profile", step_key="ab")
+    expected = _choice(seed, [1, 1])
     assert first[0].detail == f"split: path {expected + 1}"
     assert first[1].step == ("a", "b")[expected]
 
@@ -281,9 +284,73 @@ def test_variants_are_chosen_deterministically(
 
     timeline = run(sequence)
 
-    chosen = _choice(f"simulation:{sequence.pk}:profile:hello", [1, 3])
+    chosen = _choice(
+        choice_seed(sequence_id=sequence.pk, contact_id="profile", step_key="hello"), [1, 3]
+    )
     assert timeline[0].detail == f"email 'Hi {'AB'[chosen]}' (variant {chosen + 1})"
     assert rows(run(sequence)) == rows(timeline)
+
+
+def test_a_real_run_takes_the_split_path_and_gets_the_variant_the_test_drive_showed(
+    workspace: Workspace, make_sequence: Callable[..., Sequence]
+) -> None:
+    # given a sequence that splits three ways, each path a mail with three A/B variants
+    loose_caps(workspace)
+    variants = [
+        {"subject": f"Offer {letter}", "html": HTML, "weight": weight}
+        for letter, weight in (("A", 1), ("B", 2), ("C", 1))
+    ]
+    sequence = make_sequence(
+        [
+            {
+                "key": "ab",
+                "type": "split",
+                "paths": [
+                    {"weight": 1, "next": "left"},
+                    {"weight": 1, "next": "middle"},
+                    {"weight": 1, "next": "right"},
+                ],
+            },
+            email("left", None, variants=variants),
+            email("middle", None, variants=variants),
+            email("right", None, variants=variants),
+        ]
+    )
+    sequence_set_status(sequence=sequence, status="active")
+    contacts = [
+        ContactFactory(
+            workspace=workspace,
+            status=ContactStatus.SUBSCRIBED,
+            timezone="UTC",
+            email=f"driver{number}@example.org",
+        )
+        for number in range(12)
+    ]
+
+    # when each contact is test-driven, then really enrolled and the engine runs
+    with time_machine.travel(T0, tick=False):
+        drives = {}
+        for contact in contacts:
+            timeline = run(sequence, contact=contact, profile=None)
+            split, mail = timeline[0], timeline[1]
+            drives[contact.pk] = (split.detail, mail.step, mail.detail)
+        for contact in contacts:
+            assert enrollment_create(sequence=sequence, contact=contact) is not None
+        assert engine.tick().messages == len(contacts)
+
+    # then every real run took the path and got the variant its test drive showed
+    for contact in contacts:
+        message = Message.objects.get(contact=contact)
+        path_number = ("left", "middle", "right").index(message.step_key) + 1
+        real = (
+            f"split: path {path_number}",
+            message.step_key,
+            f"email '{message.subject}' (variant {message.variant})",
+        )
+        assert real == drives[contact.pk]
+    # and the contacts did not all go the same way (the comparison means something)
+    assert len({steps for _split, steps, _mail in drives.values()}) > 1
+    assert len({detail for _split, _step, detail in drives.values()}) > 1
 
 
 def test_condition_is_judged_on_the_hypothetical_profile_and_simulated_tags(

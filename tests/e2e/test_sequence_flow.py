@@ -9,7 +9,6 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, include, path
 
-import campaigns.rendering
 import config.urls
 from campaigns.models import Enrollment, Message, Sequence, SequenceStatus
 from contacts.models import Contact, ContactStatus
@@ -26,15 +25,10 @@ handler404 = config.urls.handler404
 handler500 = config.urls.handler500
 handler403 = config.urls.handler403
 
-INTEGRATED = hasattr(campaigns.rendering, "render_preview") and hasattr(
-    campaigns.rendering, "message_email"
-)
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
     pytest.mark.urls(__name__),
-    pytest.mark.xfail(not INTEGRATED, reason="engine not integrated yet", strict=False),
 ]
 
 CONSENT = "Yes, send me the Acme newsletter. I can unsubscribe at any time."
@@ -92,6 +86,22 @@ def test_build_activate_subscribe_and_see_the_first_mail(
     frame = page.frame_locator("[data-testid=preview-mobile]")
     assert "Thanks for joining" in frame.locator("body").inner_text()
     screenshot("email-editor")
+
+    # and tries an A/B variant: it starts as a copy, previews on its own, and is removed again
+    page.click("[data-testid=add-variant]")
+    page.wait_for_selector("[data-testid=variant]")
+    assert page.input_value("#id_variants-0-subject") == "Welcome {{ contact.first_name }}"
+    page.fill("#id_variants-0-subject", "Ada, your welcome gift")
+    page.click("[data-testid=preview-variant-1]")
+    page.wait_for_selector("[data-testid=preview-variant]")
+    assert page.inner_text("[data-testid=preview-subject]") == "Ada, your welcome gift"
+    desktop = page.frame_locator("[data-testid=preview-desktop]")
+    assert "Thanks for joining" in desktop.locator("body").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot("email-editor-variant")
+    page.click("[data-testid=remove-variant-1]")
+    page.wait_for_selector("[data-testid=add-variant]")
+    assert page.locator("[data-testid=variant]").count() == 0
     page.click("button:has-text('Save step')")
     page.wait_for_url(re.compile(r"/sequences/[0-9a-f-]{36}/$"))
     assert page.locator("[data-testid=diagram] svg g.step").count() == 1
