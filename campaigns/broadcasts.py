@@ -531,14 +531,19 @@ class VariantCounts:
         return self.clicked / self.delivered if self.delivered else 0.0
 
 
-def broadcast_variant_counts(broadcast: Broadcast) -> list[VariantCounts]:
-    """The numbers of every variant of the broadcast (0 = its own content), in one query."""
+def broadcast_variant_counts(
+    broadcast: Broadcast, *, created_before: dt.datetime | None = None
+) -> list[VariantCounts]:
+    """The numbers of every variant of the broadcast (0 = its own content), in one query;
+    with `created_before`, only of the messages made before then (an A/B test's sample: the
+    rest of the audience is made when the winner is decided)."""
     sent = Q(status=MessageStatus.SENT)
+    messages = Message.objects.filter(broadcast_id=broadcast.pk)
+    if created_before is not None:
+        messages = messages.filter(created_at__lt=created_before)
     rows = {
         row["variant"]: row
-        for row in Message.objects.filter(broadcast_id=broadcast.pk)
-        .values("variant")
-        .annotate(
+        for row in messages.values("variant").annotate(
             sent=Count("pk", filter=sent),
             bounced=Count("pk", filter=sent & Q(bounced_at__isnull=False)),
             opened=Count("pk", filter=Q(opened_at__isnull=False) | Q(clicked_at__isnull=False)),

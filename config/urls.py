@@ -3,6 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from analytics import api as analytics_api
 from campaigns import api as campaigns_api
 from contacts import api as contacts_api
 from contacts import public_urls as contacts_public
@@ -16,6 +17,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include(core_api.urlpatterns)),
     path("", include(funnel_api.urlpatterns)),
     path("", include(campaigns_api.urlpatterns)),
+    path("", include(analytics_api.urlpatterns)),
     path("", include(tracking_api.urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

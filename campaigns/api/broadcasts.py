@@ -1,4 +1,6 @@
-"""Broadcasts (API.md): CRUD, send (202), pause, resume and the report."""
+"""Broadcasts (API.md): CRUD, send (202), pause and resume. The report,
+GET /broadcasts/{id}/report/, is served by analytics (analytics/api/reports.py): it reads
+the rollups and judges the A/B test, which campaigns may not import."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, URLResolver, path
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -155,20 +156,10 @@ class BroadcastResumeApi(GenericAPIView[Broadcast]):
         return Response(BroadcastSerializer(broadcasts.broadcast_resume(broadcast=broadcast)).data)
 
 
-class BroadcastReportApi(GenericAPIView[Broadcast]):
-    serializer_class = BroadcastSerializer
-
-    @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request: Request, pk: str) -> Response:
-        broadcast = get_object_or_404(_broadcasts(request), pk=pk)
-        return Response(broadcasts.broadcast_report(broadcast).as_dict())
-
-
 urlpatterns: list[URLPattern | URLResolver] = [
     path("broadcasts/", BroadcastListApi.as_view(), name="api-broadcast-list"),
     path("broadcasts/<uuid:pk>/", BroadcastDetailApi.as_view(), name="api-broadcast-detail"),
     path("broadcasts/<uuid:pk>/send/", BroadcastSendApi.as_view(), name="api-broadcast-send"),
     path("broadcasts/<uuid:pk>/pause/", BroadcastPauseApi.as_view(), name="api-broadcast-pause"),
     path("broadcasts/<uuid:pk>/resume/", BroadcastResumeApi.as_view(), name="api-broadcast-resume"),
-    path("broadcasts/<uuid:pk>/report/", BroadcastReportApi.as_view(), name="api-broadcast-report"),
 ]

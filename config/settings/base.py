@@ -250,6 +250,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "broadcasts-ab-decide": {"task": "campaigns.broadcast_ab_decide", "schedule": 60.0},
     "messages-recover-stuck": {"task": "campaigns.messages_recover_stuck", "schedule": 60.0},
     "campaigns-step-webhooks-due": {"task": "campaigns.step_webhooks_due", "schedule": 30.0},
+    "analytics-rollups-refresh": {"task": "analytics.rollups_refresh", "schedule": 5.0},
 }
 if TRACKING_BUFFER_URL:  # without a buffer, hits are written in the request
     CELERY_BEAT_SCHEDULE["tracking-hits-drain"] = {

@@ -450,6 +450,16 @@ def test_api_create_send_report_and_isolation(
         assert sent.json()["status"] == "sending"
         dispatch(django_capture_on_commit_callbacks, T0)
     report = api.get(f"/api/v1/broadcasts/{pk}/report/").json()
+    # The report is analytics' now (tests/analytics/test_broadcast_report.py): it adds fields,
+    # these are the ones it always had.
+    legacy = ("audience", "queued", "sent", "failed", "cancelled", "opened", "clicked")
+    legacy += ("open_rate", "click_rate", "winner")
+    report = {key: report[key] for key in (*legacy, "variants")} | {
+        "variants": [
+            {key: variant[key] for key in ("variant", "subject", "sent", "opened", "clicked")}
+            for variant in report["variants"]
+        ]
+    }
     assert report == {
         "audience": 1,
         "queued": 0,
