@@ -15,6 +15,7 @@ string safe.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ ROW_GAP = 64
 MARGIN = 24
 LANE_GAP = 18
 SUBJECT_CHARS = 30
+# Optional lines under a box's own content (e.g. a report's rates per step): each line adds this
+# much height to every box, so rows stay aligned.
+ANNOTATION_LINE = 17
+ANNOTATION_CHARS = 36
 
 # (symbol, fill colour of the icon) per step type; symbols are in the fonts every system has.
 ICONS: dict[str, tuple[str, str]] = {
@@ -238,11 +243,19 @@ def _edges(steps: list[dict[str, Any]], known: set[str]) -> list[_Edge]:
     return edges
 
 
-def sequence_svg(steps: list[dict[str, Any]], *, stage_names: dict[str, str]) -> str:
+def sequence_svg(
+    steps: list[dict[str, Any]],
+    *,
+    stage_names: dict[str, str],
+    annotations: Mapping[str, list[str]] | None = None,
+) -> str:
     """The SVG flow diagram of `steps` (the JSON shape of API.md).
 
     `stage_names` maps a stage id (as a string) to its name, for the email stage badges and
-    move_stage steps. Every text that comes from the steps or the names is escaped.
+    move_stage steps. `annotations` (optional) maps a step key to plain-text lines drawn at the
+    bottom of its box; the analytics report uses it for each step's rates, so the builder's
+    diagram and the report's are one drawing. Every text that comes from the steps, the names
+    or the annotations is escaped.
     """
     steps = [step for step in steps if isinstance(step, dict) and isinstance(step.get("key"), str)]
     if not steps:
@@ -251,6 +264,9 @@ def sequence_svg(steps: list[dict[str, Any]], *, stage_names: dict[str, str]) ->
             'viewBox="0 0 320 60" width="320" height="60">'
             '<text x="160" y="34" text-anchor="middle" class="empty">{}</text></svg>'
         ).format(escape(_("No steps yet.")))
+    annotations = annotations or {}
+    lines = max((len(annotations.get(step["key"], [])) for step in steps), default=0)
+    box_height = BOX_HEIGHT + (lines * ANNOTATION_LINE + 6 if lines else 0)
     placed = _layout(steps)
     rows: dict[int, int] = {}
     for row, _column in placed.values():
@@ -266,7 +282,7 @@ def sequence_svg(steps: list[dict[str, Any]], *, stage_names: dict[str, str]) ->
     content_width = widest * BOX_WIDTH + (widest - 1) * COLUMN_GAP
     lanes = len(back_edges) * LANE_GAP + (24 if back_edges else 0)
     width = 2 * MARGIN + content_width + lanes
-    height = 2 * MARGIN + row_count * BOX_HEIGHT + (row_count - 1) * ROW_GAP
+    height = 2 * MARGIN + row_count * box_height + (row_count - 1) * ROW_GAP
 
     boxes: dict[str, _Box] = {}
     for index, step in enumerate(steps):
@@ -274,7 +290,7 @@ def sequence_svg(steps: list[dict[str, Any]], *, stage_names: dict[str, str]) ->
         in_row = rows[row]
         row_width = in_row * BOX_WIDTH + (in_row - 1) * COLUMN_GAP
         x = MARGIN + (content_width - row_width) // 2 + column * (BOX_WIDTH + COLUMN_GAP)
-        y = MARGIN + row * (BOX_HEIGHT + ROW_GAP)
+        y = MARGIN + row * (box_height + ROW_GAP)
         boxes[step["key"]] = _Box(index, step["key"], row, column, x, y)
 
     parts: list[str] = [
@@ -288,15 +304,27 @@ def sequence_svg(steps: list[dict[str, Any]], *, stage_names: dict[str, str]) ->
         'class="arrowhead"/></marker>'
         "</defs>",
     ]
-    parts.extend(_edge_paths(edges, boxes, back_edges, content_width))
+    parts.extend(_edge_paths(edges, boxes, back_edges, content_width, box_height))
     for step in steps:
-        parts.append(_box(step, boxes[step["key"]], stage_names=stage_names))
+        parts.append(
+            _box(
+                step,
+                boxes[step["key"]],
+                stage_names=stage_names,
+                box_height=box_height,
+                annotation=annotations.get(step["key"], []),
+            )
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _edge_paths(
-    edges: list[_Edge], boxes: dict[str, _Box], back_edges: list[_Edge], content_width: int
+    edges: list[_Edge],
+    boxes: dict[str, _Box],
+    back_edges: list[_Edge],
+    content_width: int,
+    box_height: int = BOX_HEIGHT,
 ) -> list[str]:
     drawn: list[str] = []
     seen_pairs: dict[tuple[str, str], int] = {}
@@ -306,8 +334,8 @@ def _edge_paths(
         seen_pairs[(edge.source, edge.target)] = repeat + 1
         if edge in back_edges:
             lane = MARGIN + content_width + 24 + back_edges.index(edge) * LANE_GAP
-            x1, y1 = source.x + BOX_WIDTH, source.y + BOX_HEIGHT // 2 + 8 * repeat
-            x2, y2 = target.x + BOX_WIDTH, target.y + BOX_HEIGHT // 2 - 8 * repeat
+            x1, y1 = source.x + BOX_WIDTH, source.y + box_height // 2 + 8 * repeat
+            x2, y2 = target.x + BOX_WIDTH, target.y + box_height // 2 - 8 * repeat
             path = f"M{x1},{y1} C{lane},{y1} {lane},{y2} {x2 + 2},{y2}"
             label_x, label_y = lane - 4, (y1 + y2) // 2
             css = f"edge edge-{edge.kind} edge-back"
@@ -316,8 +344,8 @@ def _edge_paths(
             right = target.x > source.x
             x1 = source.x + (BOX_WIDTH if right else 0)
             x2 = target.x + (0 if right else BOX_WIDTH)
-            y1 = y2 = source.y + BOX_HEIGHT // 2 + 8 * repeat
-            bow = source.y + BOX_HEIGHT + ROW_GAP // 2
+            y1 = y2 = source.y + box_height // 2 + 8 * repeat
+            bow = source.y + box_height + ROW_GAP // 2
             path = f"M{x1},{y1} C{x1},{bow} {x2},{bow} {x2 + (-2 if right else 2)},{y2}"
             label_x, label_y = (x1 + x2) // 2, (y1 + bow) // 2 + 8
             css = f"edge edge-{edge.kind} edge-side"
@@ -327,7 +355,7 @@ def _edge_paths(
             if len(outgoing) > 1:
                 position = outgoing.index(edge)
                 spread = int((position - (len(outgoing) - 1) / 2) * 48)
-            x1, y1 = source.x + BOX_WIDTH // 2 + spread, source.y + BOX_HEIGHT
+            x1, y1 = source.x + BOX_WIDTH // 2 + spread, source.y + box_height
             x2, y2 = target.x + BOX_WIDTH // 2, target.y - 2
             middle = (y1 + y2) // 2
             path = f"M{x1},{y1} C{x1},{middle} {x2},{middle} {x2},{y2}"
@@ -351,7 +379,14 @@ def _edge_paths(
     return drawn
 
 
-def _box(step: dict[str, Any], box: _Box, *, stage_names: dict[str, str]) -> str:
+def _box(
+    step: dict[str, Any],
+    box: _Box,
+    *,
+    stage_names: dict[str, str],
+    box_height: int = BOX_HEIGHT,
+    annotation: list[str] | None = None,
+) -> str:
     kind = str(step.get("type", ""))
     symbol, colour = ICONS.get(kind, ("•", "#6b7280"))
     summary = step_summary(step, stage_names=stage_names)
@@ -370,6 +405,16 @@ def _box(step: dict[str, Any], box: _Box, *, stage_names: dict[str, str]) -> str
             x=box.x + 12, y=box.y + BOX_HEIGHT - 13, text=escape(_("no stage"))
         )
     entry = ' data-entry="true"' if box.index == 0 else ""
+    notes = ""
+    if annotation:
+        top = box.y + BOX_HEIGHT
+        left, right = box.x + 8, box.x + BOX_WIDTH - 8
+        notes = f'<g class="step-annotation"><line x1="{left}" y1="{top}" x2="{right}" y2="{top}"/>'
+        for number, line in enumerate(annotation):
+            baseline = top + (number + 1) * ANNOTATION_LINE
+            text = escape(_clip(line, ANNOTATION_CHARS))
+            notes += f'<text x="{box.x + 12}" y="{baseline}">{text}</text>'
+        notes += "</g>"
     return (
         '<g class="step step-{kind}" data-key="{key}" data-type="{kind}" data-row="{row}" '
         'data-column="{column}"{entry}>'
@@ -380,18 +425,18 @@ def _box(step: dict[str, Any], box: _Box, *, stage_names: dict[str, str]) -> str
         '<text class="step-type" x="{tx}" y="{ty}">{type_label}</text>'
         '<text class="step-key" x="{kx}" y="{ty}" text-anchor="end">{key_clipped}</text>'
         '<text class="step-summary" x="{sx}" y="{sy}">{summary}</text>'
-        "{badge}</g>"
+        "{badge}{notes}</g>"
     ).format(
         kind=escape(kind),
         key=escape(step["key"]),
         row=box.row,
         column=box.column,
         entry=entry,
-        title=escape(f"{step['key']}: {summary}"),
+        title=escape(" · ".join([f"{step['key']}: {summary}", *(annotation or [])])),
         x=box.x,
         y=box.y,
         w=BOX_WIDTH,
-        h=BOX_HEIGHT,
+        h=box_height,
         icx=box.x + 22,
         icy=box.y + 22,
         isy=box.y + 27,
@@ -406,4 +451,5 @@ def _box(step: dict[str, Any], box: _Box, *, stage_names: dict[str, str]) -> str
         sy=box.y + 50,
         summary=escape(_clip(summary)),
         badge=badge,
+        notes=notes,
     )
