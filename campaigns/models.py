@@ -237,6 +237,12 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["contact", "-sent_at"], name="message_contact_sent"),
+            # ESP webhooks find their messages by the id the ESP gave at acceptance.
+            models.Index(
+                fields=["esp_message_id"],
+                name="message_esp_id",
+                condition=~models.Q(esp_message_id=""),
+            ),
             models.Index(
                 fields=["next_attempt_at"],
                 condition=models.Q(status__in=["queued", "retrying"]),

@@ -11,6 +11,7 @@ from core.api import urls as core_api
 from funnel import api as funnel_api
 from funnel import public_urls as funnel_public
 from tracking import api as tracking_api
+from tracking.esp import esp_webhook_urls
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(contacts_api.urlpatterns)),
@@ -31,6 +32,9 @@ urlpatterns = [
     path("sequences/", include("campaigns.urls")),
     path("", include(funnel_public.urlpatterns)),
     path("", include("tracking.urls")),
+    # ESP tracking webhooks: anymail's views (its checks), events recorded per request
+    # (tracking.esp; docs/esp-webhooks.md), e.g. /webhooks/esp/sendgrid/tracking/.
+    path("webhooks/esp/", include(esp_webhook_urls())),
     path("", include("analytics.urls")),
     path("", include("core.urls")),
 ]

@@ -159,7 +159,22 @@ EMAIL_URL = env_str("EMAIL_URL", "outbox://")
 _email = parse_email_url(EMAIL_URL)
 EMAIL_BACKEND = _email.backend
 globals().update(_email.settings)
-ANYMAIL = _email.anymail
+ANYMAIL: dict[str, object] = dict(_email.anymail)
+# ESP tracking webhooks (tracking.esp, docs/esp-webhooks.md), whatever EMAIL_URL sends through
+# (the SMTP relays of SES, Mailgun and SendGrid report events too). anymail checks every request:
+# WEBHOOK_SECRET is the "user:password" of the basic auth in the webhook URL (comma-separated
+# while rotating; without it Funnelwerk refuses the webhooks); Mailgun also signs with its
+# webhook signing key, SendGrid optionally with a public verification key.
+ANYMAIL["WEBHOOK_SECRET"] = env_list("ANYMAIL_WEBHOOK_SECRET", [])
+ANYMAIL["AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS"] = env_bool(
+    "ANYMAIL_AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS", True
+)
+for _key in ("MAILGUN_WEBHOOK_SIGNING_KEY", "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"):
+    # Only when given: an empty signing key would make anyone's signature valid.
+    if env_str(f"ANYMAIL_{_key}"):
+        ANYMAIL[_key] = env_str(f"ANYMAIL_{_key}")
+    else:
+        ANYMAIL.pop(_key, None)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Funnelwerk <noreply@funnelwerk.local>")
 # Complaint-rate guard (campaigns.complaints): pause a workspace's marketing mail above this
 # rate of the last 24 hours (Gmail's 0.3 %), once at least this many mails were delivered.
