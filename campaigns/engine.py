@@ -37,8 +37,8 @@ import importlib
 import logging
 import uuid
 import zoneinfo
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ from campaigns.models import (
     SequenceStatus,
 )
 from campaigns.services import enrollment_create
+from campaigns.tracking_links import with_utm
 from contacts.models import (
     Contact,
     ContactStatus,
@@ -657,62 +658,103 @@ def _waiting(contact_id: str | uuid.UUID) -> list[Enrollment]:
     )
 
 
+def _waiting_on_messages(message_ids: Iterable[Any]) -> list[tuple[Enrollment, str]]:
+    """The active runs of these messages' sequences, with the step key of each message."""
+    rows = Message.objects.filter(
+        pk__in=list(message_ids),
+        enrollment__isnull=False,
+        enrollment__status=EnrollmentStatus.ACTIVE,
+    ).values_list("enrollment_id", "step_key")
+    step_of = dict(rows)
+    if not step_of:
+        return []
+    enrollments = Enrollment.objects.filter(pk__in=step_of).select_related("sequence")
+    return [(enrollment, step_of[enrollment.pk]) for enrollment in enrollments]
+
+
 @transaction.atomic
-def message_opened(message_id: str | uuid.UUID, at: dt.datetime | None = None) -> bool:
-    """A person (not a privacy proxy) opened the message: set opened_at the first time and
-    wake the enrollment if it waits for this open. Safe to run twice. Returns whether this was
-    the first open."""
-    now = at or timezone.now()
-    message = Message.objects.filter(pk=message_id).first()
-    if message is None:
-        return False
-    first = bool(milestones_set("opened", {message.pk: now}))
-    if message.enrollment_id is not None:
-        _wake(
-            Enrollment.objects.filter(pk=message.enrollment_id).select_related("sequence"),
-            lambda e, event: event.get("opened") == message.step_key,
-            now=now,
-        )
+def messages_opened(opens: Mapping[Any, dt.datetime]) -> list[str]:
+    """People (not privacy proxies) opened these messages (id -> when): set opened_at where
+    it is not set and wake the runs waiting for the open. Safe to run twice. Returns the ids
+    opened for the first time."""
+    if not opens:
+        return []
+    first = milestones_set("opened", opens)
+    waiting = _waiting_on_messages(opens)
+    key_of = {enrollment.pk: key for enrollment, key in waiting}
+    _wake(
+        [enrollment for enrollment, _ in waiting],
+        lambda e, event: event.get("opened") == key_of[e.pk],
+    )
     return first
 
 
+def message_opened(message_id: str | uuid.UUID, at: dt.datetime | None = None) -> bool:
+    """One person's open: see messages_opened. Returns whether it was the first."""
+    return bool(messages_opened({message_id: at or timezone.now()}))
+
+
+def _clicked_url_matches(wanted: Any, key: str, url: str, enrollment: Enrollment) -> bool:
+    """A wait for {"clicked_url": {"step", "url"}}: the URL as authored, or with the sequence's
+    UTM parameters added (the redirect's target carries them)."""
+    if not isinstance(wanted, dict) or wanted.get("step") != key:
+        return False
+    authored = str(wanted.get("url") or "")
+    return url in (authored, with_utm(authored, enrollment.sequence.utm))
+
+
 @transaction.atomic
-def message_clicked(message_id: str | uuid.UUID, url: str, at: dt.datetime | None = None) -> bool:
-    """A person (not a scanner) clicked `url` in the message: set clicked_at (and opened_at:
-    a click counts as an open) the first time, apply the funnel's clicked_step rules on the
-    first click, and wake the enrollment if it waits for this click (or open). Safe to run
-    twice. Returns whether this was the first click."""
+def messages_clicked(clicks: Iterable[tuple[Any, str, dt.datetime]]) -> list[str]:
+    """People (not scanners) clicked: (message id, URL, when) each. A click counts as an open:
+    opened_at and clicked_at are set where not set; the funnel's clicked_step rules run on a
+    message's first click; runs waiting for the click, that URL or the open wake. Safe to run
+    twice. Returns the ids clicked for the first time."""
     from funnel.services import rules_apply_click
 
-    now = at or timezone.now()
-    message = Message.objects.select_related("contact").filter(pk=message_id).first()
-    if message is None:
-        return False
-    milestones_set("opened", {message.pk: now})
-    first = bool(milestones_set("clicked", {message.pk: now}))
-    if first and message.step_key:
-        rules_apply_click(contact=message.contact, step_id=message.step_key, occurred_at=now)
-    if message.enrollment_id is not None:
-        key = message.step_key
-
-        def matches(enrollment: Enrollment, event: dict[str, Any]) -> bool:
-            wanted = event.get("clicked_url")
-            return (
-                event.get("clicked") == key
-                or event.get("opened") == key
-                or (
-                    isinstance(wanted, dict)
-                    and wanted.get("step") == key
-                    and wanted.get("url") == url
-                )
+    earliest: dict[str, dt.datetime] = {}
+    urls: dict[str, set[str]] = defaultdict(set)
+    for message_id, url, at in clicks:
+        key = str(message_id)
+        urls[key].add(url)
+        if key not in earliest or at < earliest[key]:
+            earliest[key] = at
+    if not earliest:
+        return []
+    milestones_set("opened", earliest)
+    first = milestones_set("clicked", earliest)
+    if first:
+        messages = Message.objects.select_related("contact").filter(pk__in=first)
+        for message in messages.exclude(step_key=""):
+            rules_apply_click(
+                contact=message.contact,
+                step_id=message.step_key,
+                occurred_at=earliest[str(message.pk)],
             )
-
-        _wake(
-            Enrollment.objects.filter(pk=message.enrollment_id).select_related("sequence"),
-            matches,
-            now=now,
+    waiting = _waiting_on_messages(earliest)
+    key_of = {enrollment.pk: key for enrollment, key in waiting}
+    message_of = dict(
+        Message.objects.filter(pk__in=list(earliest), enrollment_id__in=key_of).values_list(
+            "enrollment_id", "pk"
         )
+    )
+
+    def matches(enrollment: Enrollment, event: dict[str, Any]) -> bool:
+        key = key_of[enrollment.pk]
+        clicked = urls.get(str(message_of.get(enrollment.pk)), set())
+        wanted = event.get("clicked_url")
+        return (
+            event.get("clicked") == key
+            or event.get("opened") == key
+            or any(_clicked_url_matches(wanted, key, url, enrollment) for url in clicked)
+        )
+
+    _wake([enrollment for enrollment, _ in waiting], matches)
     return first
+
+
+def message_clicked(message_id: str | uuid.UUID, url: str, at: dt.datetime | None = None) -> bool:
+    """One person's click: see messages_clicked. Returns whether it was the first."""
+    return bool(messages_clicked([(message_id, url, at or timezone.now())]))
 
 
 def reactions_on_event(*, contact_id: str, name: str) -> int:

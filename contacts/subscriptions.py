@@ -462,6 +462,36 @@ def contact_from_unsubscribe_token(token: str) -> Contact | None:
 
 
 @transaction.atomic
+def contact_mark_undeliverable(*, contact: Contact, status: str, source: str) -> bool:
+    """The mail service reported a hard bounce (status "bounced") or a complaint ("complained"):
+    suppress the address, set the status and stop all mail to it.
+
+    A complaint also withdraws consent: every list subscription ends (contact_unsubscribe_all,
+    with a consent record naming `source`). A bounce announces contact_unsubscribed itself, on
+    which the engine ends enrollments and cancels messages not yet handed over. Complained is
+    final; bounced gives way to complained. Returns False when nothing changed (safe to run
+    twice). Lock the contact (select_for_update) when several reports may race.
+    """
+    if status not in (ContactStatus.BOUNCED, ContactStatus.COMPLAINED):
+        raise ValueError(f"not an undeliverable status: {status!r}")
+    if contact.status == ContactStatus.COMPLAINED or contact.status == status:
+        return False
+    suppression_add(
+        workspace=contact.workspace,
+        email=contact.email,
+        reason=SuppressionReason.COMPLAINED
+        if status == ContactStatus.COMPLAINED
+        else SuppressionReason.BOUNCED,
+    )
+    contact.status = status
+    contact.save(update_fields=["status", "updated_at"])
+    if status == ContactStatus.COMPLAINED:
+        contact_unsubscribe_all(contact=contact, source=f"{source} complaint")
+    else:
+        signals.announce(signals.contact_unsubscribed, contact)
+    return True
+
+
 def contact_unsubscribe_all(
     *, contact: Contact, ip: str | None = None, user_agent: str = "", source: str
 ) -> bool:

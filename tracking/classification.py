@@ -56,10 +56,12 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class ClickSeen:
-    """A click of the same mail, for the burst rule: when, which link (None for the trap)."""
+    """A click of the same mail, for the burst rule: when, which link (its position in the
+    mail, or its URL when only that is known, e.g. from the ESP), and whether it was the trap."""
 
     at: datetime
-    link_index: int | None
+    link: int | str | None
+    trap: bool = False
 
 
 def _from_apple_proxy(ip: str) -> bool:
@@ -91,7 +93,7 @@ def classify_open(
 def classify_click(
     *,
     trap: bool,
-    link_index: int | None,
+    link: int | str | None,
     user_agent: str,
     method: str,
     at: datetime,
@@ -109,9 +111,9 @@ def classify_click(
         return Verdict(BOT, "too_soon")
     window = timedelta(seconds=BURST_SECONDS)
     near = [other for other in others if abs(other.at - at) <= window]
-    if any(other.link_index is None for other in near):
+    if any(other.trap for other in near):
         return Verdict(BOT, "burst")
-    links = {other.link_index for other in near} | {link_index}
+    links = {other.link for other in near} | {link}
     if len(links) >= BURST_LINKS:
         return Verdict(BOT, "burst")
     return Verdict(HUMAN)

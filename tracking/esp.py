@@ -51,7 +51,7 @@ from typing import Any
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason
 from anymail.webhooks.base import AnymailBasicAuthMixin
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.urls import URLPattern
@@ -61,10 +61,8 @@ from django.utils.translation import gettext as _
 from campaigns.milestones import milestones_set
 from campaigns.models import Message
 from campaigns.tracking_links import Source
-from contacts import signals as contact_signals
-from contacts.models import Contact, ContactStatus, SuppressionReason
-from contacts.services import suppression_add
-from contacts.subscriptions import contact_unsubscribe_all
+from contacts.models import Contact, ContactStatus
+from contacts.subscriptions import contact_mark_undeliverable, contact_unsubscribe_all
 from core.models import TrackingMode
 from tracking.hits import CLICK, OPEN, USER_AGENT_LIMIT, Hit, truncate_ip
 from tracking.ingest import activities_insert, hits_write
@@ -402,9 +400,6 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
     return found
 
 
-_ACTIVITY_FIELDS = [field for field in Activity._meta.concrete_fields if field.name != "id"]
-
-
 def _activity_values(
     report: EspReport, message: _MessageFacts, recorded_at: datetime
 ) -> dict[str, Any]:
@@ -432,32 +427,6 @@ def _activity_values(
         "esp": report.esp[:40],
         "detail": report.detail,
     }
-
-
-def _activities_insert(rows: list[dict[str, Any]]) -> set[str]:
-    """Insert activity rows, skipping keys stored already; returns the keys inserted here.
-
-    The statement of tracking.ingest.activities_insert (INSERT ... ON CONFLICT (key) DO
-    NOTHING RETURNING key), written column-wise for PostgreSQL: one array parameter per
-    column instead of a parameter per value, and no model instances. For a webhook batch of
-    1,000 events that is a third of the request's time (bench/webhooks.py). SQLite (the
-    embedded default) goes through activities_insert.
-    """
-    if not rows:
-        return set()
-    if connection.vendor != "postgresql":
-        return activities_insert([Activity(**row) for row in rows])
-    columns = ", ".join(f'"{field.column}"' for field in _ACTIVITY_FIELDS)
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in _ACTIVITY_FIELDS)
-    with connection.cursor() as cursor:
-        # Names and types from the model, every value a parameter.
-        cursor.execute(
-            f'INSERT INTO "{Activity._meta.db_table}" ({columns}) '  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) "
-            'ON CONFLICT ("key") DO NOTHING RETURNING "key"',
-            [[row[field.attname] for row in rows] for field in _ACTIVITY_FIELDS],
-        )
-        return {row[0] for row in cursor.fetchall()}
 
 
 def _our_click_url(url: str) -> bool:
@@ -498,6 +467,7 @@ def _hit(report: EspReport, message: _MessageFacts) -> Hit | None:
         ip=report.ip,
         method="",
         origin=Origin.ESP,
+        esp=report.esp,
     )
 
 
@@ -528,7 +498,7 @@ def esp_reports_record(reports: Iterable[EspReport]) -> EspRecordResult:
             "%d ESP events for unknown messages ignored (e.g. %s)", len(unknown), unknown[:3]
         )
     now = timezone.now()
-    inserted = _activities_insert(
+    inserted = activities_insert(
         [_activity_values(report, message, now) for report, message in deliveries]
     )
     new = [(report, message) for report, message in deliveries if report.key in inserted]
@@ -624,26 +594,11 @@ def _contacts_stop(
     )
     for contact in contacts:
         status = stops.get(contact.pk)
+        source = f"esp:{reported_by[contact.pk]}"
         if status is None:
-            contact_unsubscribe_all(contact=contact, source=f"esp:{reported_by[contact.pk]}")
-            continue
-        if contact.status == ContactStatus.COMPLAINED or contact.status == status:
-            continue
-        suppression_add(
-            workspace=contact.workspace,
-            email=contact.email,
-            reason=SuppressionReason.COMPLAINED
-            if status == ContactStatus.COMPLAINED
-            else SuppressionReason.BOUNCED,
-        )
-        contact.status = status
-        contact.save(update_fields=["status", "updated_at"])
-        if status == ContactStatus.COMPLAINED:
-            contact_unsubscribe_all(
-                contact=contact, source=f"esp:{reported_by[contact.pk]} complaint"
-            )
+            contact_unsubscribe_all(contact=contact, source=source)
         else:
-            contact_signals.announce(contact_signals.contact_unsubscribed, contact)
+            contact_mark_undeliverable(contact=contact, status=status, source=source)
 
 
 __all__ = [

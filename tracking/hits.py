@@ -33,6 +33,8 @@ class Hit:
     ip: str
     method: str
     origin: str
+    # The mail service that reported it (origin "esp"), e.g. "sendgrid".
+    esp: str = ""
 
     def dumps(self) -> str:
         source = self.source
@@ -56,13 +58,16 @@ class Hit:
                 self.ip,
                 self.method,
                 self.origin,
+                self.esp,
             ],
             separators=(",", ":"),
         )
 
     @classmethod
     def loads(cls, text: str | bytes) -> Hit:
-        key, kind, message, source, index, url, at, agent, ip, method, origin = json.loads(text)
+        key, kind, message, source, index, url, at, agent, ip, method, origin, *rest = json.loads(
+            text
+        )
         return cls(
             key=key,
             kind=kind,
@@ -82,6 +87,7 @@ class Hit:
             ip=ip,
             method=method,
             origin=origin,
+            esp=rest[0] if rest else "",
         )
 
 

@@ -29,6 +29,10 @@ class ReclassifyResult:
     messages: int
 
 
+def _link(row: Activity) -> int | str:
+    return row.link_index if row.link_index is not None else row.url
+
+
 def _verdict(row: Activity, sent_at: object, clicks: list[Activity]) -> classification.Verdict:
     if row.kind == ActivityKind.OPEN:
         return classification.classify_open(
@@ -38,15 +42,19 @@ def _verdict(row: Activity, sent_at: object, clicks: list[Activity]) -> classifi
             at=row.occurred_at,
             sent_at=sent_at,  # type: ignore[arg-type]
         )
-    trap = row.link_index is None and row.reason == "trap_link"
+    trap = row.reason == "trap_link"
     return classification.classify_click(
         trap=trap,
-        link_index=row.link_index,
+        link=_link(row),
         user_agent=row.user_agent,
         method=row.method,
         at=row.occurred_at,
         sent_at=sent_at,  # type: ignore[arg-type]
-        others=[ClickSeen(other.occurred_at, other.link_index) for other in clicks if other != row],
+        others=[
+            ClickSeen(other.occurred_at, _link(other), trap=other.reason == "trap_link")
+            for other in clicks
+            if other != row
+        ],
     )
 
 

@@ -329,7 +329,7 @@ def test_a_sendgrid_batch_updates_each_message_and_a_replay_changes_nothing(
     ]
     assert kinds(opened) == [
         ("delivered", "service", "esp", "sendgrid"),
-        ("open", "human", "esp", ""),
+        ("open", "human", "esp", "sendgrid"),
     ]
     assert kinds(bounced) == [
         ("deferred", "service", "esp", "sendgrid"),

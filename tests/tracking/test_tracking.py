@@ -398,7 +398,7 @@ def test_classification_rules_on_crafted_cases():
     assert (
         classification.classify_click(
             trap=False,
-            link_index=2,
+            link=2,
             user_agent=BROWSER,
             method="GET",
             at=at + dt.timedelta(seconds=classification.BURST_SECONDS + 1),
@@ -550,3 +550,39 @@ def test_a_scanner_fetching_the_unsubscribe_link_changes_and_records_nothing(sen
     assert message.contact.status == ContactStatus.SUBSCRIBED
     assert not Activity.objects.exists()
     assert Enrollment.objects.get(contact=message.contact).status == "active"
+
+
+def test_a_wait_for_a_given_link_wakes_on_its_click_despite_the_utm_parameters(
+    workspace, client, django_capture_on_commit_callbacks
+):
+    Workspace.objects.filter(pk=workspace.pk).update(
+        frequency_cap_per_day=10, frequency_cap_per_week=30
+    )
+    steps = [
+        {"key": "hello", "type": "email", "subject": "Hello", "html": HTML, "next": "which"},
+        {"key": "which", "type": "wait_for",
+         "event": {"clicked_url": {"step": "hello", "url": "https://shop.example/c"}},
+         "timeout": "P3D", "yes": "thanks", "no": None},
+        {"key": "thanks", "type": "email", "subject": "Thanks", "html": "<p>Thanks</p>",
+         "next": None},
+    ]  # fmt: skip
+    sequence = sequence_set_status(
+        sequence=sequence_create(
+            workspace=workspace, name="Links", steps=steps, utm={"utm_source": "funnelwerk"}
+        ),
+        status=SequenceStatus.ACTIVE,
+    )
+    contact = ContactFactory(workspace=workspace, status=ContactStatus.SUBSCRIBED)
+    with time_machine.travel(T0, tick=False):
+        enrollment_create(sequence=sequence, contact=contact)
+        with django_capture_on_commit_callbacks(execute=True):
+            engine.tick()
+    _, first, _, third = _links(_html(mail.outbox[-1]), "c")
+    at = T0 + dt.timedelta(hours=1)
+    _click(client, first, at)  # another link: keeps waiting
+    _drain(at + dt.timedelta(minutes=1))
+    assert Enrollment.objects.get(contact=contact).current_step == "which"
+    _click(client, third, at + dt.timedelta(hours=1))
+    _drain(at + dt.timedelta(hours=1, minutes=1))
+    enrollment = Enrollment.objects.get(contact=contact)
+    assert enrollment.current_step == "thanks"
