@@ -492,6 +492,7 @@ def contact_mark_undeliverable(*, contact: Contact, status: str, source: str) ->
     return True
 
 
+@transaction.atomic
 def contact_unsubscribe_all(
     *, contact: Contact, ip: str | None = None, user_agent: str = "", source: str
 ) -> bool:
