@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,9 +37,19 @@ CONSUMER = "writer"
 HOLD_SECONDS = 4
 
 
+# After a failure the hot path writes directly for this long instead of waiting for a Redis
+# that hangs (socket timeout) on every hit.
+SKIP_AFTER_FAILURE_SECONDS = 5.0
+_skip_until: dict[str, float] = {}
+
+
 @functools.lru_cache(maxsize=2)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # One connection per process: fetching a connection from redis-py's pool on every XADD
+    # cost the pixel a fifth of its speed (bench/tracking.py). Threads share it under a lock.
+    return redis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, single_connection_client=True
+    )
 
 
 def _stream() -> str:
@@ -51,12 +62,14 @@ def buffered() -> bool:
 
 def hit_record(hit: Hit) -> None:
     """Append `hit` to the buffer; write it directly when there is none or it is down."""
-    if buffered():
+    url = settings.TRACKING_BUFFER_URL
+    if url and time.monotonic() >= _skip_until.get(url, 0.0):
         try:
-            _client(settings.TRACKING_BUFFER_URL).xadd(_stream(), {"h": hit.dumps()})
+            _client(url).xadd(_stream(), {"h": hit.dumps()})
             return
         except redis.RedisError:
-            logger.warning("tracking buffer unreachable: writing the hit directly", exc_info=True)
+            _skip_until[url] = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
+            logger.warning("tracking buffer unreachable: writing hits directly", exc_info=True)
     ingest.hits_write([hit])
 
 

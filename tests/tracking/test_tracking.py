@@ -100,6 +100,7 @@ def _click(client: Client, path: str, at: dt.datetime, **headers: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def _empty_stream():
+    buffer._skip_until.clear()
     client = redis.Redis.from_url(settings.TRACKING_BUFFER_URL)
     client.delete(settings.TRACKING_STREAM)
     yield
