@@ -8,6 +8,7 @@ scanner clicks are "machine_opened" / "bot_clicked" and never touch the human on
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,24 @@ MILESTONE_FIELDS = {
     "complained": "complained_at",
     "unsubscribed": "unsubscribed_at",
 }
+
+
+def message_workspaces(message_ids: list[str]) -> dict[str, uuid.UUID]:
+    """Message id (string) -> its workspace id, for ids given as strings. One statement with an
+    array parameter on PostgreSQL: an ORM pk__in over a thousand ids costs more in Python than
+    in the database."""
+    if not message_ids:
+        return {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'SELECT "id", "workspace_id" FROM "{Message._meta.db_table}" '  # noqa: S608
+                'WHERE "id" = ANY(%s::uuid[])',
+                [message_ids],
+            )
+            return {str(row[0]): row[1] for row in cursor.fetchall()}
+    rows = Message.objects.filter(pk__in=message_ids).values_list("pk", "workspace_id")
+    return {str(pk): workspace_id for pk, workspace_id in rows}
 
 
 def announce(milestone: str, message_ids: list[str]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from campaigns import engine
 from campaigns import signals as campaign_signals
+from campaigns.milestones import message_workspaces
 from contacts import signals as contact_signals
 from funnel import signals as funnel_signals
 
@@ -77,10 +78,8 @@ MILESTONE_WEBHOOKS = {
 
 def _complaint_guard(message_ids: list[str]) -> None:
     from campaigns.complaints import complaint_guard
-    from campaigns.models import Message
 
-    workspaces = Message.objects.filter(pk__in=message_ids).values_list("workspace_id", flat=True)
-    for workspace_id in set(workspaces):
+    for workspace_id in set(message_workspaces(message_ids).values()):
         complaint_guard(workspace_id)
 
 
@@ -91,21 +90,24 @@ def on_message_milestones(
     sends, deliveries, human opens and clicks, bounces and complaints (machine opens and bot
     clicks are no milestone of these)."""
     from campaigns.models import Message
-    from funnel.webhooks import webhook_enqueue, webhooks_wanted
+    from funnel.webhooks import webhook_enqueue, workspaces_wanting
 
     if milestone == "complained" and message_ids:
         _complaint_guard(message_ids)
     event_type = MILESTONE_WEBHOOKS.get(milestone)
     if event_type is None or not message_ids:
         return
-    messages = Message.objects.filter(pk__in=message_ids)
+    wanting = workspaces_wanting(event_type)
+    if not wanting:
+        return
     workspaces = {
         workspace_id
-        for workspace_id in messages.values_list("workspace_id", flat=True).distinct().order_by()
-        if webhooks_wanted(workspace_id=workspace_id, event_type=event_type)
+        for workspace_id in message_workspaces(message_ids).values()
+        if workspace_id in wanting
     }
     if not workspaces:
         return
+    messages = Message.objects.filter(pk__in=message_ids)
     field = f"{milestone}_at"
     for message in messages.filter(workspace_id__in=workspaces).select_related("enrollment"):
         moment = getattr(message, field)
