@@ -51,8 +51,9 @@ from typing import Any
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason
 from anymail.webhooks.base import AnymailBasicAuthMixin
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.urls import URLPattern
 from django.utils import timezone
@@ -369,8 +370,13 @@ def esp_webhook_urls() -> tuple[list[URLPattern], str]:
 def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
     """The message of each ESP id. An id that two messages share (it never should: ESP ids
     and our Message-IDs are unique) belongs to neither: no workspace gets another's event."""
+    wanted: Any = list(esp_ids)
+    if connection.vendor == "postgresql":
+        # One array parameter: Django prepares a thousand IN values slower than PostgreSQL
+        # finds the rows.
+        wanted = RawSQL("SELECT unnest(%s::text[])", [wanted])
     rows = (
-        Message.objects.filter(esp_message_id__in=esp_ids)
+        Message.objects.filter(esp_message_id__in=wanted)
         .order_by()
         .values_list(
             "esp_message_id",
