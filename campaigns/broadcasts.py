@@ -42,6 +42,7 @@ from django.utils.translation import gettext as _
 from campaigns import rendering
 from campaigns.engine import cap_free_at, next_local_time, zone_of
 from campaigns.models import Broadcast, BroadcastStatus, Message, MessageStatus
+from campaigns.tracking_links import validate_utm
 from contacts.models import (
     Contact,
     ContactQuerySet,
@@ -151,6 +152,7 @@ def broadcast_create(
     send_at: dt.datetime | None = None,
     local_time: bool = False,
     ab_test: object = None,
+    utm: object = None,
 ) -> Broadcast:
     """Create a draft broadcast after validating audience, templates, variants and A/B test.
     Not safe to run twice (two drafts); the API guards it with an idempotency key."""
@@ -167,6 +169,7 @@ def broadcast_create(
             "send_at": send_at,
             "local_time": local_time,
             "ab_test": ab_test,
+            "utm": utm,
         },
     )
 
@@ -187,6 +190,7 @@ def broadcast_update(*, broadcast: Broadcast, **changes: Any) -> Broadcast:
         "send_at": broadcast.send_at,
         "local_time": broadcast.local_time,
         "ab_test": broadcast.ab_test,
+        "utm": broadcast.utm,
     }
     if "mailing_list" in changes and changes["mailing_list"] is not None:
         values["segment"] = None
@@ -211,6 +215,7 @@ def _apply(broadcast: Broadcast, values: dict[str, Any]) -> Broadcast:
     broadcast.ab_test = _ab_test(values["ab_test"], broadcast.variants)
     broadcast.send_at = values["send_at"]
     broadcast.local_time = bool(values["local_time"])
+    broadcast.utm = validate_utm(values.get("utm"))
     if broadcast.local_time and broadcast.send_at is None:
         raise ApplicationError(
             _("Sending at each contact's local time needs a time to send at."), field="send_at"

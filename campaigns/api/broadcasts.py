@@ -40,6 +40,7 @@ class BroadcastSerializer(serializers.ModelSerializer[Broadcast]):
             "send_at",
             "local_time",
             "ab_test",
+            "utm",
             "status",
             "audience_count",
             "started_at",
@@ -61,6 +62,9 @@ class BroadcastInputSerializer(serializers.Serializer[Any]):
     send_at = serializers.DateTimeField(required=False, allow_null=True)
     local_time = serializers.BooleanField(required=False)
     ab_test = serializers.JSONField(required=False, allow_null=True)
+    utm = serializers.JSONField(
+        required=False, help_text="UTM parameters added to the links of its mails."
+    )
 
     def service_arguments(self, request: Request) -> dict[str, Any]:
         data = dict(self.validated_data)

@@ -27,6 +27,7 @@ from tests.factories import ContactFactory
 from tracking import buffer, classification
 from tracking.models import Activity
 from tracking.reclassify import activities_reclassify
+from tracking.signals import AnonymousSource, anonymous_activity
 
 pytestmark = pytest.mark.django_db
 
@@ -430,7 +431,26 @@ def test_anonymous_mode_counts_per_mail_and_link_only(
     at = T0 + dt.timedelta(hours=1)
     _click(client, _links(html, "o")[0], at)
     _click(client, link, at)
-    _drain(at + dt.timedelta(minutes=1))
+    announced: list[AnonymousSource] = []
+
+    def listen(sender: Any, *, sources: list[AnonymousSource], **kwargs: Any) -> None:
+        announced.extend(sources)
+
+    anonymous_activity.connect(listen)
+    try:
+        _drain(at + dt.timedelta(minutes=1))
+        _drain(at + dt.timedelta(minutes=2))  # nothing new: nothing announced again
+    finally:
+        anonymous_activity.disconnect(listen)
+    # no message milestone tells the others: tracking announces the mail's source and day
+    assert announced == [
+        AnonymousSource(
+            workspace_id=str(workspace.pk),
+            sequence_id=str(sequence.pk),
+            broadcast_id=None,
+            day=at.date(),
+        )
+    ]
     rows = Activity.objects.filter(workspace=workspace)
     assert rows.count() == 2
     assert {(row.message_id, row.sequence_id, row.step_key, row.link_index) for row in rows} == {
@@ -587,3 +607,41 @@ def test_a_wait_for_a_given_link_wakes_on_its_click_despite_the_utm_parameters(
     _drain(at + dt.timedelta(hours=1, minutes=1))
     enrollment = Enrollment.objects.get(contact=contact)
     assert enrollment.current_step == "thanks"
+
+
+def test_a_broadcast_carries_its_utm_parameters_through_the_redirect(
+    workspace, api, django_capture_on_commit_callbacks
+):
+    from campaigns.broadcasts import broadcast_send, broadcasts_dispatch
+    from contacts.models import MailingList, Subscription, SubscriptionStatus
+
+    newsletter = MailingList.objects.create(workspace=workspace, name="News")
+    contact = ContactFactory(workspace=workspace, status=ContactStatus.SUBSCRIBED)
+    Subscription.objects.create(
+        contact=contact, mailing_list=newsletter, status=SubscriptionStatus.SUBSCRIBED
+    )
+    payload = {
+        "name": "March",
+        "list": str(newsletter.pk),
+        "subject": "Spring",
+        "html": '<p><a href="https://shop.example/sale">Sale</a></p>',
+        "utm": {"utm_source": "newsletter", "utm_campaign": "march"},
+    }
+    refused = api.post("/api/v1/broadcasts/", {**payload, "utm": {"utm_id": "x"}}, format="json")
+    assert refused.status_code == 400
+    assert "utm" in refused.json()
+    created = api.post("/api/v1/broadcasts/", payload, format="json")
+    assert created.status_code == 201
+    assert created.json()["utm"] == {"utm_source": "newsletter", "utm_campaign": "march"}
+
+    from campaigns.models import Broadcast
+
+    broadcast = Broadcast.objects.get(pk=created.json()["id"])
+    with time_machine.travel(T0, tick=False):
+        broadcast_send(broadcast=broadcast, now=T0)
+        with django_capture_on_commit_callbacks(execute=True):
+            broadcasts_dispatch(now=T0)
+    link = _links(_html(mail.outbox[-1]), "c")[1]
+    token = token_read(link.removeprefix("/t/c/"))
+    assert token is not None
+    assert token.url == "https://shop.example/sale?utm_source=newsletter&utm_campaign=march"
