@@ -184,6 +184,9 @@ def _trigger_names(workspace_id: Any) -> dict[str, str]:
 # --- the sequence form (create and settings)
 
 
+UTM_FORM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
+
+
 class SequenceForm(forms.Form):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=150)
     funnel = forms.ChoiceField(
@@ -246,6 +249,28 @@ class SequenceForm(forms.Form):
         ),
     )
 
+    utm_source = forms.CharField(
+        label="utm_source",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"placeholder": "funnelwerk"}),
+    )
+    utm_medium = forms.CharField(
+        label="utm_medium",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"placeholder": "email"}),
+    )
+    utm_campaign = forms.CharField(
+        label="utm_campaign",
+        required=False,
+        max_length=200,
+        help_text=gettext_lazy(
+            "Added to every link of the sequence's mails that does not carry it yet, so your "
+            "web analytics can tell where visitors come from."
+        ),
+    )
+
     def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         workspace = membership.workspace
@@ -304,6 +329,7 @@ class SequenceForm(forms.Form):
             "window_start": window.get("start", "09:00"),
             "window_end": window.get("end", "18:00"),
             "exit_event": ", ".join(goal["name"] for goal in sequence.exit_on or []),
+            **{name: (sequence.utm or {}).get(name, "") for name in UTM_FORM_FIELDS},
         }
 
     def service_arguments(self) -> dict[str, Any]:
@@ -335,6 +361,7 @@ class SequenceForm(forms.Form):
             "reentry": data["reentry"],
             "send_window": window,
             "exit_on": [{"type": "event", "name": name} for name in goals],
+            "utm": {name: data[name].strip() for name in UTM_FORM_FIELDS if data[name].strip()},
         }
 
 
@@ -926,6 +953,7 @@ def _form_field(service_field: str | None) -> str | None:
         "reentry": "reentry",
         "send_window": "window_days",
         "exit_on": "exit_event",
+        "utm": "utm_campaign",
     }.get(service_field or "")
 
 

@@ -171,6 +171,8 @@ def test_create_a_sequence_through_the_page(workspace, member_of, logged_in) -> 
             "window_start": "09:00",
             "window_end": "17:30",
             "exit_event": "purchase",
+            "utm_source": "funnelwerk",
+            "utm_campaign": " welcome ",
         },
     )
 
@@ -182,6 +184,9 @@ def test_create_a_sequence_through_the_page(workspace, member_of, logged_in) -> 
     assert sequence.trigger == {"type": "list_confirmed", "list": str(newsletter.pk)}
     assert sequence.send_window == {"days": [0, 1, 2], "start": "09:00", "end": "17:30"}
     assert sequence.exit_on == [{"type": "event", "name": "purchase"}]
+    assert sequence.utm == {"utm_source": "funnelwerk", "utm_campaign": "welcome"}
+    settings_page = client.get(f"/sequences/{sequence.pk}/settings/").content.decode()
+    assert 'name="utm_campaign" value="welcome"' in settings_page
     assert [step["key"] for step in sequence.steps] == ["welcome"]
     page = client.get("/sequences/").content.decode()
     assert "Welcome series" in page and "confirms the list “Newsletter”" in page
