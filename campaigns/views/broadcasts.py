@@ -23,6 +23,7 @@ from django.views.decorators.http import require_POST
 
 from campaigns import broadcasts
 from campaigns.models import Broadcast, BroadcastStatus
+from campaigns.views.utm import UtmFieldsForm
 from contacts.models import MailingList, Segment
 from core.durations import parse_duration
 from core.exceptions import ApplicationError
@@ -44,6 +45,7 @@ FORM_FIELDS = {
     "variants": "variant_subject",
     "ab_test": "sample_percent",
     "send_at": "send_at",
+    "utm": "utm_campaign",
 }
 
 
@@ -54,7 +56,7 @@ def _zone(workspace: Workspace) -> dt.tzinfo:
         return dt.UTC
 
 
-class BroadcastForm(forms.Form):
+class BroadcastForm(UtmFieldsForm):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=150)
     audience = forms.ChoiceField(label=gettext_lazy("To"))
     subject = forms.CharField(label=gettext_lazy("Subject"), max_length=300)
@@ -143,6 +145,7 @@ class BroadcastForm(forms.Form):
             "sample_percent": ab_test.get("sample_percent", 20),
             "metric": ab_test.get("metric", "open_rate"),
             "wait_hours": _hours(wait),
+            **UtmFieldsForm.utm_initial(broadcast.utm),
         }
 
     def clean(self) -> dict[str, Any]:
@@ -198,6 +201,7 @@ class BroadcastForm(forms.Form):
             "variants": variants,
             "send_at": send_at,
             "local_time": bool(data["local_time"]) and send_at is not None,
+            "utm": self.utm_cleaned(),
             "ab_test": ab_test,
         }
 

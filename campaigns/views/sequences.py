@@ -32,6 +32,7 @@ from campaigns.diagram import duration_words, sequence_svg, step_summary, step_t
 from campaigns.graph import KEY, STEP_TYPES, TRIGGER_TYPES
 from campaigns.models import EnrollmentStatus, Reentry, Sequence, SequenceStatus
 from campaigns.step_webhooks import step_webhook_summaries
+from campaigns.views.utm import UtmFieldsForm
 from contacts.mails import sender_of
 from contacts.models import Contact, MailingList, Segment
 from core.durations import parse_duration
@@ -184,10 +185,7 @@ def _trigger_names(workspace_id: Any) -> dict[str, str]:
 # --- the sequence form (create and settings)
 
 
-UTM_FORM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
-
-
-class SequenceForm(forms.Form):
+class SequenceForm(UtmFieldsForm):
     name = forms.CharField(label=gettext_lazy("Name"), max_length=150)
     funnel = forms.ChoiceField(
         label=gettext_lazy("Funnel"),
@@ -249,28 +247,6 @@ class SequenceForm(forms.Form):
         ),
     )
 
-    utm_source = forms.CharField(
-        label="utm_source",
-        required=False,
-        max_length=200,
-        widget=forms.TextInput(attrs={"placeholder": "funnelwerk"}),
-    )
-    utm_medium = forms.CharField(
-        label="utm_medium",
-        required=False,
-        max_length=200,
-        widget=forms.TextInput(attrs={"placeholder": "email"}),
-    )
-    utm_campaign = forms.CharField(
-        label="utm_campaign",
-        required=False,
-        max_length=200,
-        help_text=gettext_lazy(
-            "Added to every link of the sequence's mails that does not carry it yet, so your "
-            "web analytics can tell where visitors come from."
-        ),
-    )
-
     def __init__(self, *args: Any, membership: Membership, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         workspace = membership.workspace
@@ -329,7 +305,7 @@ class SequenceForm(forms.Form):
             "window_start": window.get("start", "09:00"),
             "window_end": window.get("end", "18:00"),
             "exit_event": ", ".join(goal["name"] for goal in sequence.exit_on or []),
-            **{name: (sequence.utm or {}).get(name, "") for name in UTM_FORM_FIELDS},
+            **UtmFieldsForm.utm_initial(sequence.utm),
         }
 
     def service_arguments(self) -> dict[str, Any]:
@@ -361,7 +337,7 @@ class SequenceForm(forms.Form):
             "reentry": data["reentry"],
             "send_window": window,
             "exit_on": [{"type": "event", "name": name} for name in goals],
-            "utm": {name: data[name].strip() for name in UTM_FORM_FIELDS if data[name].strip()},
+            "utm": self.utm_cleaned(),
         }
 
 

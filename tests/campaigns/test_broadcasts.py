@@ -526,12 +526,14 @@ def test_pages_editor_creates_sends_and_sees_progress_viewer_reads_only(
             "sample_percent": "50",
             "metric": "click_rate",
             "wait_hours": "2",
+            "utm_medium": "email",
         },
     )
 
     # then
     broadcast = Broadcast.objects.get(workspace=workspace)
     assert response.status_code == 302
+    assert broadcast.utm == {"utm_medium": "email"}
     assert response["Location"] == reverse("broadcast-detail", args=[broadcast.pk])
     assert broadcast.variants == [{"subject": "Spring sale", "html": "<p>Spring</p>"}]
     assert broadcast.ab_test == {"sample_percent": 50, "metric": "click_rate", "wait": "PT2H"}
