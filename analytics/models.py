@@ -28,6 +28,7 @@ class MessageDaily(models.Model):
     Cohort by send day: a message's later milestones (an open a week later) count on the day
     it was sent, so every rate of a row stays between 0 and 1. opened counts unique human
     openers (a click counts as an open); machine_opened and bot_clicked are kept apart.
+    The anonymous_* events are the exception: they count on the day they happened.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -53,6 +54,14 @@ class MessageDaily(models.Model):
     complained = models.PositiveIntegerField(default=0)
     unsubscribed = models.PositiveIntegerField(default=0)
     converted = models.PositiveIntegerField(default=0)
+    # The anonymous tracking mode stores opens and clicks per mail source, without the message
+    # (tracking.Activity with message NULL): they cannot be told apart per mail or person, so
+    # they are counted as events, on the UTC day they happened (there is no send day to put
+    # them on). Human ones, and the machines' apart, like the milestones above.
+    anonymous_opens = models.PositiveIntegerField(default=0)
+    anonymous_clicks = models.PositiveIntegerField(default=0)
+    anonymous_machine_opens = models.PositiveIntegerField(default=0)
+    anonymous_bot_clicks = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name = _("daily message rollup")
@@ -103,9 +112,10 @@ class StageStay(models.Model):
         indexes = [
             models.Index(fields=["funnel", "day"], name="stay_funnel_day"),
             models.Index(fields=["funnel", "contact"], name="stay_funnel_contact"),
-            # The median time in a stage (the one figure no daily sum gives): a long period
-            # reads the stays in duration order and stops at the middle, a short one reads
-            # its days and sorts them; the planner picks by the period's share of the stays.
+            # The median time in a stage, where StageDurationDaily's buckets do not tell it:
+            # the stays of one bucket's range, in duration order up to the middle one's rank
+            # (a long period), or the period's days of the stage, sorted (a short one); the
+            # planner picks by the period's share of the stays.
             models.Index(
                 fields=["stage", "duration_seconds", "day"],
                 condition=models.Q(duration_seconds__isnull=False),
@@ -147,6 +157,35 @@ class StageDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.stage_id}: {self.entered}"
+
+
+class StageDurationDaily(models.Model):
+    """The ended stays begun on one (UTC) day in one stage whose duration falls in one bucket
+    (rollups.DURATION_BUCKETS, about 25 % wide): how many, the shortest and the longest.
+
+    What makes the exact median time in stage cheap: summed over a period, the buckets tell
+    which one holds the middle stay and its rank there; the shortest or longest is the answer
+    when the rank is at an end or all durations in it are equal, otherwise one index read of
+    StageStay within the bucket's range finds it. bucket is its lower bound in seconds.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    funnel = models.ForeignKey(Funnel, on_delete=models.CASCADE, related_name="+")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    bucket = models.BigIntegerField()
+    stays = models.PositiveIntegerField(default=0)
+    shortest = models.BigIntegerField()
+    longest = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = _("daily stay-duration rollup")
+        verbose_name_plural = _("daily stay-duration rollups")
+        indexes = [models.Index(fields=["funnel", "day"], name="durationdaily_funnel_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.stage_id} from {self.bucket} s: {self.stays}"
 
 
 class ConversionDaily(models.Model):

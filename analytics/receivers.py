@@ -17,6 +17,7 @@ from analytics import rollups
 from campaigns.signals import message_milestones
 from contacts.models import Contact
 from funnel import signals as funnel_signals
+from tracking.signals import AnonymousSource, anonymous_activity
 
 
 def on_message_milestones(
@@ -51,6 +52,11 @@ def on_contact_converted(
     )
 
 
+def on_anonymous_activity(sender: Any, *, sources: list[AnonymousSource], **kwargs: Any) -> None:
+    """Opens and clicks of anonymously tracked mails: their source's day keys change."""
+    rollups.anonymous_mark_dirty(sources=sources)
+
+
 def on_contact_deleting(sender: Any, *, instance: Contact, **kwargs: Any) -> None:
     """Erasure deletes the contact's messages, moves and conversions with it: their rollups
     must lose them too (contacts.signals.contact_erased comes after the rows are gone)."""
@@ -67,6 +73,9 @@ def connect() -> None:
     )
     funnel_signals.contact_converted.connect(
         on_contact_converted, dispatch_uid="analytics.rollups.contact_converted"
+    )
+    anonymous_activity.connect(
+        on_anonymous_activity, dispatch_uid="analytics.rollups.anonymous_activity"
     )
     pre_delete.connect(
         on_contact_deleting, sender=Contact, dispatch_uid="analytics.rollups.contact_deleting"

@@ -7,6 +7,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from analytics.queries.base import UNIQUE_RATES
+
 COUNT_FIELDS = {
     "sent": "sent",
     "delivered": "delivered",
@@ -17,6 +19,10 @@ COUNT_FIELDS = {
     "complained": "complained",
     "machine_opens": "machine_opened",
     "bot_clicks": "bot_clicked",
+    "anonymous_opens": "anonymous_opens",
+    "anonymous_clicks": "anonymous_clicks",
+    "anonymous_machine_opens": "anonymous_machine_opens",
+    "anonymous_bot_clicks": "anonymous_bot_clicks",
 }
 RATE_FIELDS = (
     "delivery_rate",
@@ -40,13 +46,19 @@ def mail_fields(prefix: str = "", *, conversions: bool = True) -> dict[str, seri
         name: serializers.IntegerField(**source(name, attribute))
         for name, attribute in COUNT_FIELDS.items()
     }
-    fields.update({rate: serializers.FloatField(**source(rate, rate)) for rate in RATE_FIELDS})
+    fields.update({rate: _rate_field(rate, source) for rate in RATE_FIELDS})
     if conversions:
         fields["converted"] = serializers.IntegerField(**source("converted", "converted"))
-        fields["conversion_rate"] = serializers.FloatField(
-            **source("conversion_rate", "conversion_rate")
-        )
+        fields["conversion_rate"] = _rate_field("conversion_rate", source)
     return fields
+
+
+def _rate_field(rate: str, source: Any) -> serializers.FloatField:
+    """A rate; one over unique openers or clickers is null where anonymously tracked mails
+    were opened or clicked by people (MailFigures.*_or_none): it is unknown there."""
+    if rate in UNIQUE_RATES:
+        return serializers.FloatField(allow_null=True, **source(rate, f"{rate}_or_none"))
+    return serializers.FloatField(**source(rate, rate))
 
 
 def _serializer(name: str, fields: dict[str, Any]) -> type[serializers.Serializer[Any]]:

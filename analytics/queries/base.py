@@ -102,6 +102,12 @@ class MailFigures:
     machine_opened and bot_clicked count mails a privacy proxy opened or a scanner clicked;
     converted counts mails whose recipient reached a funnel goal within the conversion window
     after clicking.
+
+    anonymous_*: opens and clicks of mails tracked anonymously (no message, so no unique
+    openers or clickers), counted as events on the day they happened. Where people's ones
+    are counted, the rates built on unique openers or clickers are unknown: the *_or_none
+    properties (what the API shows) are None then; the plain rates count personal tracking
+    only (docs/analytics.md, "Anonymous tracking mode").
     """
 
     sent: int = 0
@@ -113,6 +119,10 @@ class MailFigures:
     complained: int = 0
     unsubscribed: int = 0
     converted: int = 0
+    anonymous_opens: int = 0
+    anonymous_clicks: int = 0
+    anonymous_machine_opens: int = 0
+    anonymous_bot_clicks: int = 0
 
     @property
     def delivered(self) -> int:
@@ -150,6 +160,26 @@ class MailFigures:
     def conversion_rate(self) -> float:
         return ratio(self.converted, self.delivered)
 
+    # Unique openers are unknown once a person opened or clicked an anonymously tracked mail
+    # (a click counts as an open); unique clickers (and the mails converted after a click)
+    # once a person clicked one. Machines' events change no unique count.
+
+    @property
+    def open_rate_or_none(self) -> float | None:
+        return None if self.anonymous_opens or self.anonymous_clicks else self.open_rate
+
+    @property
+    def click_rate_or_none(self) -> float | None:
+        return None if self.anonymous_clicks else self.click_rate
+
+    @property
+    def click_to_open_rate_or_none(self) -> float | None:
+        return None if self.anonymous_opens or self.anonymous_clicks else self.click_to_open_rate
+
+    @property
+    def conversion_rate_or_none(self) -> float | None:
+        return None if self.anonymous_clicks else self.conversion_rate
+
     def __add__(self, other: MailFigures) -> MailFigures:
         return MailFigures(
             **{
@@ -171,6 +201,8 @@ class MailFigures:
 
 
 MAIL_COUNTS = tuple(field.name for field in fields(MailFigures))
+# The rates over unique openers or clickers (None with anonymous activity: *_or_none).
+UNIQUE_RATES = ("open_rate", "click_rate", "click_to_open_rate", "conversion_rate")
 RATES = (
     "delivery_rate",
     "open_rate",

@@ -19,9 +19,10 @@ from analytics.models import (
     DirtyKey,
     MessageDaily,
     StageDaily,
+    StageDurationDaily,
     StageStay,
 )
-from analytics.rollups import rollups_refresh
+from analytics.rollups import DURATION_BUCKETS, rollups_refresh
 from core.models import Workspace
 from funnel.services import stage_add
 from tests.analytics.conftest import T0, History
@@ -61,6 +62,11 @@ OFFER = {
 }
 
 
+def bucket_of(seconds: int) -> int:
+    """The duration bucket (its lower bound) a stay of `seconds` counts in."""
+    return max(bound for bound in DURATION_BUCKETS if bound <= seconds)
+
+
 def rollup_rows() -> dict[str, list[dict[str, Any]]]:
     def rows(model: Any, *order: str) -> list[dict[str, Any]]:
         return [
@@ -72,6 +78,7 @@ def rollup_rows() -> dict[str, list[dict[str, Any]]]:
         "messages": rows(MessageDaily, "day", "sequence", "broadcast", "step_key", "variant"),
         "stays": rows(StageStay, "entered_at", "contact_id"),
         "stages": rows(StageDaily, "day", "stage"),
+        "durations": rows(StageDurationDaily, "day", "stage", "bucket"),
         "conversions": rows(ConversionDaily, "day", "stage_id", "currency"),
     }
 
@@ -216,6 +223,16 @@ def test_the_rebuild_reproduces_the_live_rollups(history: History) -> None:
         pass
     live = rollup_rows()
     assert len(live["messages"]) == 2 and len(live["stays"]) == 8
+    # ended stays: attention ada 3 h and bo 24 h, interest ada 21 h (day 0), bo 1 h (day 1)
+    assert sorted(
+        (row["day"], row["bucket"], row["stays"], row["shortest"], row["longest"])
+        for row in live["durations"]
+    ) == [
+        (T0.date(), bucket_of(3 * 3600), 1, 3 * 3600, 3 * 3600),
+        (T0.date(), bucket_of(21 * 3600), 1, 21 * 3600, 21 * 3600),
+        (T0.date(), bucket_of(24 * 3600), 1, 24 * 3600, 24 * 3600),
+        (T0.date() + dt.timedelta(days=1), bucket_of(3600), 1, 3600, 3600),
+    ]
 
     # when everything is rebuilt from the raw rows
     out = io.StringIO()
