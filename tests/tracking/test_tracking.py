@@ -645,3 +645,11 @@ def test_a_broadcast_carries_its_utm_parameters_through_the_redirect(
     token = token_read(link.removeprefix("/t/c/"))
     assert token is not None
     assert token.url == "https://shop.example/sale?utm_source=newsletter&utm_campaign=march"
+
+
+def test_reclassify_command_takes_a_workspace_slug(workspace):
+    from django.core.management.base import CommandError
+
+    call_command("tracking_reclassify", "--workspace", workspace.slug)
+    with pytest.raises(CommandError):
+        call_command("tracking_reclassify", "--workspace", "no-such-workspace")

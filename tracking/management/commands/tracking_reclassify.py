@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.models import Workspace
 from tracking import classification
 from tracking.reclassify import activities_reclassify
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
     help = "Re-classify stored opens and clicks with the current rules (tracking.classification)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--workspace", help="only this workspace (id)")
+        parser.add_argument("--workspace", help="the slug of one workspace (default: all)")
         parser.add_argument(
             "--all",
             action="store_true",
@@ -22,7 +23,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = activities_reclassify(workspace_id=options["workspace"], everything=options["all"])
+        workspace_id = None
+        if options["workspace"]:
+            workspace = Workspace.objects.filter(slug=options["workspace"]).first()
+            if workspace is None:
+                raise CommandError(f"No workspace with the slug {options['workspace']!r}.")
+            workspace_id = workspace.pk
+        result = activities_reclassify(workspace_id=workspace_id, everything=options["all"])
         self.stdout.write(
             f"rules version {classification.VERSION}: examined {result.examined}, "
             f"changed {result.changed}, messages with new milestones {result.messages}"
