@@ -32,7 +32,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext
 
-from analytics.queries.base import MailFigures, Money
+from analytics.queries.base import UNIQUE_RATES, MailFigures, Money
 from analytics.queries.broadcast import AbTest
 from analytics.queries.funnel import FunnelReport, StageFigures
 from analytics.queries.sequence import SequenceReport
@@ -94,10 +94,20 @@ def format_count(value: int | Decimal) -> str:
     return number_format(_rounded(value, 0), decimal_pos=0, force_grouping=True)
 
 
-def format_rate(rate: float) -> str:
-    """A rate as a percentage with one decimal: 0.25 -> "25.0%" (German: "25,0 %")."""
+def format_rate(rate: float | None) -> str:
+    """A rate as a percentage with one decimal: 0.25 -> "25.0%" (German: "25,0 %"); an em
+    dash for an unknown one (the API's null)."""
+    if rate is None:
+        return "—"
     value = number_format(_rounded(rate * 100, 1), decimal_pos=1, force_grouping=True)
     return _("%(value)s%%") % {"value": value}
+
+
+def mail_rate(mail: MailFigures, rate: str) -> float | None:
+    """A rate of the mail figures as the API reports it: one over unique openers or clickers
+    is None where anonymous tracking leaves it unknown (MailFigures.*_or_none)."""
+    value: float | None = getattr(mail, f"{rate}_or_none" if rate in UNIQUE_RATES else rate)
+    return value
 
 
 def format_decimal(value: Decimal | float | None, places: int = 2) -> str:
@@ -296,11 +306,13 @@ def funnel_chart(report: FunnelReport) -> SafeString:
 
 
 def _rate_of(mail: MailFigures, rate: str) -> float | None:
-    """The bucket's rate, or None where it is undefined (nothing to take a share of)."""
+    """The bucket's rate, or None where it is undefined (nothing to take a share of) or
+    unknown (anonymous tracking: the API's null)."""
     base = RATE_BASES.get(rate, "sent")
-    if not getattr(mail, base):
+    value = mail_rate(mail, rate)
+    if not getattr(mail, base) or value is None:
         return None
-    return float(getattr(mail, rate))
+    return float(value)
 
 
 def _y_max(values: Iterable[float]) -> float:
@@ -348,7 +360,8 @@ def _tick_indexes(count: int, most: int = 5) -> list[int]:
 def rate_chart(series: TimeSeries, rates: Sequence[str] = DEFAULT_RATES) -> SafeString:
     """The chosen rates per day or week as lines, with a legend; with a previous period, each
     rate's previous values as a dashed line over the same buckets (bucket 1 against bucket 1).
-    Buckets whose rate is undefined (no mail to take a share of) leave a gap in the line."""
+    Buckets whose rate is undefined (no mail to take a share of) or unknown (anonymous
+    tracking) leave a gap in the line."""
     rates = [rate for rate in rates if rate in RATE_LABELS] or list(DEFAULT_RATES)
     points = series.points
     previous_points = series.previous.points if series.previous else []
@@ -634,7 +647,10 @@ def step_annotations(report: SequenceReport, *, most_variants: int = 3) -> dict[
                 _("%(sent)s sent · %(delivery)s delivered")
                 % {"sent": format_count(mail.sent), "delivery": format_rate(mail.delivery_rate)},
                 _("%(open)s opened · %(click)s clicked")
-                % {"open": format_rate(mail.open_rate), "click": format_rate(mail.click_rate)},
+                % {
+                    "open": format_rate(mail_rate(mail, "open_rate")),
+                    "click": format_rate(mail_rate(mail, "click_rate")),
+                },
             ]
             continue
         lines = [
@@ -642,8 +658,8 @@ def step_annotations(report: SequenceReport, *, most_variants: int = 3) -> dict[
             % {
                 "letter": step_version_letter(row.variant),
                 "sent": format_count(row.mail.sent),
-                "open": format_rate(row.mail.open_rate),
-                "click": format_rate(row.mail.click_rate),
+                "open": format_rate(mail_rate(row.mail, "open_rate")),
+                "click": format_rate(mail_rate(row.mail, "click_rate")),
             }
             for row in rows[:most_variants]
         ]

@@ -1,7 +1,9 @@
 """CSV exports of the reports: the rows of each typed report result, every text cell made safe
 for spreadsheets (contacts.exporting.csv_safe: names and subjects are typed by people).
 
-Used by the API's export endpoints and (later) the pages' download links alike.
+Used by the API's export endpoints and the pages' download links alike. The mail rates are
+the API's: a rate it reports as null (unknown under anonymous tracking) is an empty cell, and
+the anonymous event counts have their own columns (0 for personal tracking).
 """
 
 from __future__ import annotations
@@ -38,11 +40,29 @@ MAIL_COLUMNS = [
     "unsubscribe_rate",
     "complaint_rate",
     "conversion_rate",
+    "anonymous_opens",
+    "anonymous_clicks",
+    "anonymous_machine_opens",
+    "anonymous_bot_clicks",
 ]
 
 
 def _rate(value: float) -> str:
     return f"{value:.6f}"
+
+
+def _rate_or_empty(value: float | None) -> str:
+    """A rate the API may report as null (unknown under anonymous tracking): an empty cell."""
+    return "" if value is None else _rate(value)
+
+
+def _anonymous_cells(mail: MailFigures) -> list[str]:
+    return [
+        str(mail.anonymous_opens),
+        str(mail.anonymous_clicks),
+        str(mail.anonymous_machine_opens),
+        str(mail.anonymous_bot_clicks),
+    ]
 
 
 def mail_cells(mail: MailFigures) -> list[str]:
@@ -58,17 +78,23 @@ def mail_cells(mail: MailFigures) -> list[str]:
         mail.machine_opened,
         mail.bot_clicked,
     ]
+    # The API's values: the rates over unique openers or clickers are unknown (empty) where
+    # anonymously tracked mails were opened or clicked by people.
     rates = [
         mail.delivery_rate,
-        mail.open_rate,
-        mail.click_rate,
-        mail.click_to_open_rate,
+        mail.open_rate_or_none,
+        mail.click_rate_or_none,
+        mail.click_to_open_rate_or_none,
         mail.bounce_rate,
         mail.unsubscribe_rate,
         mail.complaint_rate,
-        mail.conversion_rate,
+        mail.conversion_rate_or_none,
     ]
-    return [str(count) for count in counts] + [_rate(rate) for rate in rates]
+    return [
+        *[str(count) for count in counts],
+        *[_rate_or_empty(rate) for rate in rates],
+        *_anonymous_cells(mail),
+    ]
 
 
 FUNNEL_COLUMNS = [
@@ -92,6 +118,10 @@ FUNNEL_COLUMNS = [
     "open_rate",
     "click_rate",
     "unsubscribe_rate",
+    "anonymous_opens",
+    "anonymous_clicks",
+    "anonymous_machine_opens",
+    "anonymous_bot_clicks",
 ]
 GOAL_COLUMNS = ["from", "to", "goal_event", "conversions", "contacts", "conversion_rate"]
 
@@ -123,9 +153,10 @@ def funnel_report_rows(report: FunnelReport) -> Iterator[list[str]]:
                 str(stage.mail.sent),
                 str(stage.mail.delivered),
                 _rate(stage.mail.delivery_rate),
-                _rate(stage.mail.open_rate),
-                _rate(stage.mail.click_rate),
+                _rate_or_empty(stage.mail.open_rate_or_none),
+                _rate_or_empty(stage.mail.click_rate_or_none),
                 _rate(stage.mail.unsubscribe_rate),
+                *_anonymous_cells(stage.mail),
             ]
     yield []
     currencies = sorted({money.currency for each in reports for money in each.goal.revenue})

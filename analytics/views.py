@@ -36,6 +36,7 @@ from analytics.charts import (
     format_money,
     format_p_value,
     format_rate,
+    mail_rate,
     step_version_letter,
     variant_letter,
 )
@@ -95,6 +96,14 @@ MAIL_COUNTS = (
     ("unsubscribed", gettext_lazy("Unsubscribed")),
     ("complained", gettext_lazy("Complaints")),
     ("converted", gettext_lazy("Converted")),
+)
+# The events of anonymously tracked mails (docs/analytics.md, "Anonymous tracking mode"): their
+# columns are shown only where a row has any, so personal tracking looks as before.
+ANONYMOUS_COUNTS = (
+    ("anonymous_opens", gettext_lazy("Anonymous opens")),
+    ("anonymous_clicks", gettext_lazy("Anonymous clicks")),
+    ("anonymous_machine_opens", gettext_lazy("Anonymous machine opens")),
+    ("anonymous_bot_clicks", gettext_lazy("Anonymous bot clicks")),
 )
 
 
@@ -264,17 +273,49 @@ class Tile:
 
 
 def _mail_cells(mail: MailFigures) -> dict[str, str]:
-    cells = {name: format_count(getattr(mail, name)) for name, _label in MAIL_COUNTS}
-    cells.update({rate: format_rate(getattr(mail, rate)) for rate in RATE_LABELS})
+    """The counts and the rates as the API reports them: "—" where it has null."""
+    cells = {
+        name: format_count(getattr(mail, name)) for name, _label in MAIL_COUNTS + ANONYMOUS_COUNTS
+    }
+    cells.update({rate: format_rate(mail_rate(mail, rate)) for rate in RATE_LABELS})
     return cells
 
 
-def _mail_columns(mail: MailFigures, previous: MailFigures | None) -> dict[str, list[Any]]:
+def _has_anonymous(*figures: MailFigures | None) -> bool:
+    """Whether any of the figures counts an event of an anonymously tracked mail."""
+    return any(
+        getattr(mail, name)
+        for mail in figures
+        if mail is not None
+        for name, _label in ANONYMOUS_COUNTS
+    )
+
+
+def _count_columns(*figures: MailFigures | None) -> tuple[tuple[str, Any], ...]:
+    """The count columns of a table of these figures: the anonymous ones only where any."""
+    return MAIL_COUNTS + ANONYMOUS_COUNTS if _has_anonymous(*figures) else MAIL_COUNTS
+
+
+def _anonymous_counts(mail: MailFigures) -> list[tuple[str, str, str]]:
+    """The anonymous events under the mail tiles, each (field, label, count); none without any
+    (personal tracking), so the line is not shown."""
+    if not _has_anonymous(mail):
+        return []
+    return [
+        (name, str(label), format_count(getattr(mail, name))) for name, label in ANONYMOUS_COUNTS
+    ]
+
+
+def _mail_columns(
+    mail: MailFigures,
+    previous: MailFigures | None,
+    counts: tuple[tuple[str, Any], ...] = MAIL_COUNTS,
+) -> dict[str, list[Any]]:
     """The cells of a table row in the order of the tables' columns: the counts and the rates,
     each (field, value, previous value or None)."""
     cells, before = _mail_cells(mail), _mail_cells(previous) if previous is not None else {}
     return {
-        "counts": [(name, cells[name], before.get(name)) for name, _label in MAIL_COUNTS],
+        "counts": [(name, cells[name], before.get(name)) for name, _label in counts],
         "rates": [(rate, cells[rate], before.get(rate)) for rate in RATE_LABELS],
     }
 
@@ -305,7 +346,7 @@ def _mail_tiles(mail: MailFigures, previous: MailFigures | None) -> list[Tile]:
         return lambda figures: format_count(getattr(figures, name))
 
     def rate(name: str) -> Callable[[MailFigures], str]:
-        return lambda figures: format_rate(getattr(figures, name))
+        return lambda figures: format_rate(mail_rate(figures, name))
 
     return [
         _tile("sent", _("Sent"), count("sent"), mail, previous),
@@ -497,7 +538,15 @@ def _attribution_context(report: AttributionReport, workspace: Workspace) -> dic
 
 
 def _series_context(series: TimeSeries, rates: list[str]) -> dict[str, Any]:
-    return {"series": series, "rate_chart": charts.rate_chart(series, rates)}
+    points = [*series.points, *(series.previous.points if series.previous else [])]
+    return {
+        "series": series,
+        "rate_chart": charts.rate_chart(series, rates),
+        # Some rate is unknown (the API's null): the chart's note says why it has a gap.
+        "series_unknown": any(
+            mail_rate(point.mail, rate) is None for point in points for rate in RATE_LABELS
+        ),
+    }
 
 
 def _render_report(
@@ -543,6 +592,7 @@ def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
         "contact_count": sum(counts.values()),
         "period": period,
         "mail_tiles": _mail_tiles(kpis.mail, previous.mail)[:4],
+        "mail_anonymous": _anonymous_counts(kpis.mail),
         "kpi_tiles": [
             tile
             for tile in _kpi_tiles(kpis, previous, revenue=True)
@@ -597,6 +647,7 @@ def overview(request: HttpRequest, membership: Membership) -> HttpResponse:
             {
                 "kpis": kpis,
                 "mail_tiles": _mail_tiles(kpis.mail, previous.mail if previous else None),
+                "mail_anonymous": _anonymous_counts(kpis.mail),
                 "kpi_tiles": _kpi_tiles(kpis, previous, revenue=False),
                 "revenue_rows": _revenue_rows(kpis),
                 "revenue_event": "purchase",
@@ -657,6 +708,10 @@ def funnel_report(request: HttpRequest, membership: Membership, pk: uuid.UUID) -
                 "funnel_chart": charts.funnel_chart(report),
                 "goal_tiles": _goal_tiles(report),
                 "stage_rows": _stage_rows(report),
+                "stage_anonymous": _has_anonymous(
+                    *(stage.mail for stage in report.stages),
+                    *(stage.mail for stage in (report.previous.stages if report.previous else [])),
+                ),
                 **_series_context(series, options["rates"]),
                 **_attribution_context(attribution, workspace),
             }
@@ -824,6 +879,7 @@ def sequence_report(request: HttpRequest, membership: Membership, pk: uuid.UUID)
             dimension="mail",
             sequence_id=sequence.pk,
         ).run()
+        counts = _count_columns(report.totals, report.previous.totals if report.previous else None)
         stage_names = {
             str(stage_id): name
             for stage_id, name in Stage.objects.filter(funnel__workspace=workspace).values_list(
@@ -844,9 +900,10 @@ def sequence_report(request: HttpRequest, membership: Membership, pk: uuid.UUID)
                 "mail_tiles": _mail_tiles(
                     report.totals, report.previous.totals if report.previous else None
                 ),
+                "mail_anonymous": _anonymous_counts(report.totals),
                 "kpi_tiles": _kpi_tiles(kpis, previous_kpis, revenue=False),
-                "step_rows": _step_rows(report, stage_names),
-                "mail_counts": MAIL_COUNTS,
+                "step_rows": _step_rows(report, stage_names, counts),
+                "mail_counts": counts,
                 "rate_labels": list(RATE_LABELS.items()),
                 **_series_context(series, options["rates"]),
                 **_attribution_context(attribution, workspace),
@@ -855,7 +912,9 @@ def sequence_report(request: HttpRequest, membership: Membership, pk: uuid.UUID)
     return _render_report(request, "analytics/sequence.html", form, context)
 
 
-def _step_rows(report: SequenceReport, stage_names: dict[str, str]) -> list[dict[str, Any]]:
+def _step_rows(
+    report: SequenceReport, stage_names: dict[str, str], counts: tuple[tuple[str, Any], ...]
+) -> list[dict[str, Any]]:
     previous = {
         (step.step_key, step.variant): step
         for step in (report.previous.steps if report.previous else [])
@@ -868,13 +927,15 @@ def _step_rows(report: SequenceReport, stage_names: dict[str, str]) -> list[dict
                 "step": step,
                 "version": step_version_letter(step.variant),
                 "stage": stage_names.get(step.stage_id or "", ""),
-                **_mail_columns(step.mail, before.mail if before is not None else None),
+                **_mail_columns(step.mail, before.mail if before is not None else None, counts),
             }
         )
     rows.append(
         {
             "step": None,
-            **_mail_columns(report.totals, report.previous.totals if report.previous else None),
+            **_mail_columns(
+                report.totals, report.previous.totals if report.previous else None, counts
+            ),
         }
     )
     return rows
@@ -930,6 +991,7 @@ def broadcast_report(request: HttpRequest, membership: Membership, pk: uuid.UUID
         previous = (
             report_of(period.previous()) if period is not None and options["compare"] else None
         )
+        counts = _count_columns(report.mail)
         kpi_period = period or _broadcast_kpi_period(broadcast, _today())
         kpis = KpiQuery(workspace=workspace, period=kpi_period, broadcast_id=broadcast.pk).run()
         previous_kpis = (
@@ -949,17 +1011,18 @@ def broadcast_report(request: HttpRequest, membership: Membership, pk: uuid.UUID
                 "kpi_period": kpi_period,
                 "progress": _progress_cells(report),
                 "mail_tiles": _mail_tiles(report.mail, previous.mail if previous else None),
+                "mail_anonymous": _anonymous_counts(report.mail),
                 "kpi_tiles": _kpi_tiles(kpis, previous_kpis, revenue=False),
                 "variant_rows": [
                     {
                         "variant": variant,
                         "version": variant_letter(variant.variant),
-                        **_mail_columns(variant.mail, None),
+                        **_mail_columns(variant.mail, None, counts),
                     }
                     for variant in report.variants
                 ],
                 "rate_labels": list(RATE_LABELS.items()),
-                "mail_counts": MAIL_COUNTS,
+                "mail_counts": counts,
                 **_ab_context(report),
             }
         )

@@ -272,6 +272,30 @@ def test_long_series_draw_lines_without_crowded_markers_and_label_five_days() ->
     assert labels == ["Jan 1", "Jan 18", "Feb 4", "Feb 22", "Mar 11"]
 
 
+def test_rates_unknown_under_anonymous_tracking_leave_a_gap_and_read_as_a_dash() -> None:
+    # given day 1 whose people opened and clicked anonymously tracked mails (the API: null)
+    series = TimeSeries(
+        period=PERIOD,
+        interval="day",
+        points=[
+            day(0, sent=10, opened=5),
+            day(1, sent=10, opened=5, anonymous_opens=2, anonymous_clicks=1),
+            day(2, sent=4, opened=1),
+        ],
+    )
+
+    root = parse(rate_chart(series, ["open_rate", "delivery_rate"]))
+
+    # then the open rate has a gap on day 1, the delivery rate (known) does not
+    lines = {p.get("data-rate"): p.get("points") for p in root.iter(f"{SVG}polyline")}
+    assert list(lines) == ["delivery_rate"]
+    opens = [
+        c.get("data-day") for c in root.iter(f"{SVG}circle") if c.get("data-rate") == "open_rate"
+    ]
+    assert opens == ["2025-03-03", "2025-03-05"]
+    assert format_rate(None) == "—"
+
+
 def test_unknown_rates_fall_back_to_the_default_ones() -> None:
     series = TimeSeries(period=PERIOD, interval="day", points=[day(0), day(1), day(2)])
     root = parse(rate_chart(series, ["<script>"]))

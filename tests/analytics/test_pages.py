@@ -22,6 +22,14 @@ from core.models import Membership, Role, Workspace
 from funnel.models import Stage
 from funnel.services import funnel_create
 from tests.analytics.conftest import History
+from tests.analytics.test_anonymous import (  # the anonymous history, and its fixture
+    DAY0,
+    DAY1,
+    Anonymous,
+    activity,
+    anonymous,  # noqa: F401
+)
+from tracking.ingest import hits_write
 
 pytestmark = pytest.mark.django_db
 
@@ -484,3 +492,195 @@ def test_the_section_csv_checks_the_workspace_and_its_parameters(
     assert viewer.get("/reports/export/kpis/?sequence=not-an-id").status_code == 404
     refused = viewer.get(f"/reports/export/attribution/?funnel={history.funnel.pk}&model=best")
     assert refused.status_code == 400
+
+
+# --- anonymous tracking: the pages and the CSV show the API's values
+
+ANONYMOUS_PERIOD = f"from={DAY0}&to={DAY1}"
+COUNT_FIELDS = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "opened": "opened",
+    "clicked": "clicked",
+    "machine_opened": "machine_opens",
+    "bot_clicked": "bot_clicks",
+    "anonymous_opens": "anonymous_opens",
+    "anonymous_clicks": "anonymous_clicks",
+    "anonymous_machine_opens": "anonymous_machine_opens",
+    "anonymous_bot_clicks": "anonymous_bot_clicks",
+}
+RATE_FIELDS = (
+    "delivery_rate",
+    "open_rate",
+    "click_rate",
+    "click_to_open_rate",
+    "bounce_rate",
+    "unsubscribe_rate",
+    "complaint_rate",
+    "conversion_rate",
+)
+
+
+@pytest.fixture
+def anonymous_pages(
+    request: pytest.FixtureRequest, member_of: Callable[..., Membership], logged_in: Any
+) -> tuple[Anonymous, Client]:
+    """test_anonymous.py's workspace tracking anonymously, its mails' activity written by
+    tracking's writer, and a viewer of it."""
+    tracked: Anonymous = request.getfixturevalue("anonymous")
+    hits_write(activity(tracked))
+    return tracked, logged_in(member_of(tracked.workspace, Role.VIEWER))
+
+
+def test_the_sequence_page_shows_the_api_values_for_anonymous_tracking(
+    anonymous_pages: tuple[Anonymous, Client], api: APIClient
+) -> None:
+    tracked, anonymous_viewer = anonymous_pages
+    # given the API's report of days 0 and 1 (unique rates null, anonymous events counted)
+    body = api.get(f"/api/v1/sequences/{tracked.sequence.pk}/report/?{ANONYMOUS_PERIOD}").json()
+    assert body["totals"]["open_rate"] is None and body["totals"]["anonymous_opens"] == 3
+
+    # when a viewer opens the sequence's page for the same days, with the open rate charted
+    html = anonymous_viewer.get(
+        f"/sequences/{tracked.sequence.pk}/report/?{ANONYMOUS_PERIOD}"
+        "&rates=open_rate&rates=delivery_rate"
+    ).content.decode()
+
+    # then every count and rate of the step and the totals is the API's; null reads "—"
+    counts = html[html.index('data-testid="step-counts"') :]
+    rates = html[html.index('data-testid="step-rates"') :]
+    for row, figures in (
+        ('data-step="welcome"', body["steps"][0]),
+        ('data-step="total"', body["totals"]),
+    ):
+        for field, api_field in COUNT_FIELDS.items():
+            assert cell(counts, row, field) == format_count(figures[api_field]), (row, field)
+        for field in RATE_FIELDS:
+            assert cell(rates, row, field) == format_rate(figures[field]), (row, field)
+    assert cell(rates, 'data-step="total"', "open_rate") == "—"
+    assert cell(rates, 'data-step="total"', "delivery_rate") == "66.7%"
+    assert ">Anonymous opens</th>" in counts
+    # the tiles alike, and the anonymous events in a line under them
+    totals = body["totals"]
+    for key in ("delivery_rate", "open_rate", "click_rate", "click_to_open_rate"):
+        assert _tile(html, key) == format_rate(totals[key]), key
+    assert (_tile(html, "open_rate"), _tile(html, "conversion_rate")) == ("—", "—")
+    note = html[html.index('data-testid="anonymous-note"') :]
+    for field in ("anonymous_opens", "anonymous_clicks", "anonymous_machine_opens"):
+        assert re.search(rf'data-field="{field}">{totals[field]}<', note), field
+    # the diagram's box of the step
+    assert "— opened · — clicked" in html
+    # the chart: day 0's open rate is unknown, a gap (no marker); its delivery rate is drawn
+    chart = svg_of(html, "rate-chart")
+    markers = [(c.get("data-rate"), c.get("data-day")) for c in chart.iter(f"{SVG}circle")]
+    assert markers == [("delivery_rate", str(DAY0))]
+    assert "leave a gap where people opened or clicked mails tracked anonymously" in html
+
+
+def test_the_funnel_and_broadcast_pages_show_the_api_values_for_anonymous_tracking(
+    anonymous_pages: tuple[Anonymous, Client], api: APIClient
+) -> None:
+    tracked, anonymous_viewer = anonymous_pages
+    # given the API's reports
+    funnel = api.get(f"/api/v1/funnels/{tracked.funnel.pk}/report/?{ANONYMOUS_PERIOD}").json()
+    broadcast = api.get(f"/api/v1/broadcasts/{tracked.broadcast.pk}/report/").json()
+
+    # when their pages are opened
+    funnel_html = anonymous_viewer.get(
+        f"/funnels/{tracked.funnel.pk}/report/?{ANONYMOUS_PERIOD}"
+    ).content.decode()
+    broadcast_html = anonymous_viewer.get(
+        f"/sequences/broadcasts/{tracked.broadcast.pk}/report/"
+    ).content.decode()
+
+    # then the mails of the attention stage are the API's, with their anonymous events
+    mail_table = funnel_html[funnel_html.index('data-testid="stage-mail-table"') :]
+    attention = funnel["stages"][0]
+    row = 'data-stage="attention"'
+    for field in ("delivery_rate", "open_rate", "click_rate", "unsubscribe_rate"):
+        assert cell(mail_table, row, field) == format_rate(attention[field]), field
+    assert cell(mail_table, row, "open_rate") == "—"
+    for field in ("anonymous_opens", "anonymous_clicks", "anonymous_bot_clicks"):
+        assert cell(mail_table, row, field) == format_count(attention[field]), field
+    # and the broadcast's tiles and version rows (one click by a person: no unique rates)
+    for key in ("delivery_rate", "open_rate", "click_rate"):
+        assert (
+            _tile(broadcast_html, key)
+            == format_rate(broadcast[key])
+            == ("100.0%" if key == "delivery_rate" else "—")
+        )
+    variant = broadcast["variants"][0]
+    variant_rates = broadcast_html[broadcast_html.index('data-testid="variant-rates"') :]
+    for field in RATE_FIELDS:
+        assert cell(variant_rates, 'data-variant="0"', field) == format_rate(variant[field])
+    assert cell(broadcast_html, 'data-variant="0"', "anonymous_clicks") == "1"
+
+
+def _csv_rows(response: Any) -> list[dict[str, str]]:
+    text = b"".join(response.streaming_content).decode().lstrip("\ufeff")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_the_csv_has_the_api_values_for_anonymous_tracking(
+    anonymous_pages: tuple[Anonymous, Client], api: APIClient
+) -> None:
+    tracked, anonymous_viewer = anonymous_pages
+    # given the API's report of the sequence
+    body = api.get(f"/api/v1/sequences/{tracked.sequence.pk}/report/?{ANONYMOUS_PERIOD}").json()
+
+    # when the page's CSV and the API's export are downloaded
+    page_csv = anonymous_viewer.get(
+        f"/sequences/{tracked.sequence.pk}/report/export/?{ANONYMOUS_PERIOD}"
+    )
+    api_csv = api.get(f"/api/v1/sequences/{tracked.sequence.pk}/report/export/?{ANONYMOUS_PERIOD}")
+
+    # then they are the same, and each row has the report's values: null is an empty cell
+    rows = _csv_rows(page_csv)
+    assert rows == _csv_rows(api_csv)
+    (welcome, total) = rows
+    for row, figures in ((welcome, body["steps"][0]), (total, body["totals"])):
+        for field, value in figures.items():
+            if field not in row:
+                continue
+            if value is None:
+                assert row[field] == "", field
+            elif isinstance(value, float):
+                assert float(row[field]) == pytest.approx(value), field
+            else:
+                assert row[field] == str(value), field
+    assert (welcome["open_rate"], welcome["conversion_rate"], welcome["anonymous_opens"]) == (
+        "",
+        "",
+        "3",
+    )
+    # the time series of the sequence: day 0's unique rates are empty, as in the API
+    series = api.get(
+        f"/api/v1/analytics/timeseries/?{ANONYMOUS_PERIOD}&sequence={tracked.sequence.pk}"
+    ).json()
+    series_csv = _csv_rows(
+        anonymous_viewer.get(
+            f"/reports/export/timeseries/?{ANONYMOUS_PERIOD}&sequence={tracked.sequence.pk}"
+        )
+    )
+    assert (
+        [(row["open_rate"], row["anonymous_opens"]) for row in series_csv]
+        == [
+            (
+                "" if point["open_rate"] is None else f"{point['open_rate']:.6f}",
+                str(point["anonymous_opens"]),
+            )
+            for point in series["points"]
+        ]
+        == [("", "2"), ("", "1")]
+    )
+
+
+def test_personal_tracking_shows_no_anonymous_columns(history: History, viewer: Client) -> None:
+    for page in (
+        f"/sequences/{history.sequence.pk}/report/?{PERIOD}",
+        f"/funnels/{history.funnel.pk}/report/?{PERIOD}",
+        f"/reports/?{PERIOD}",
+    ):
+        html = viewer.get(page).content.decode()
+        assert "Anonymous opens" not in html and 'data-testid="anonymous-note"' not in html, page
+        assert "tracked anonymously" not in html, page
