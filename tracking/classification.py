@@ -32,6 +32,8 @@ from datetime import datetime, timedelta
 VERSION = 1
 
 HUMAN, MACHINE, BOT = "human", "machine", "bot"
+# Reasons other code reads back: the trap link and a scanner's burst of clicks.
+TRAP_LINK, BURST = "trap_link", "burst"
 PREFETCH_SECONDS = 2
 SCANNER_SECONDS = 10
 BURST_SECONDS = 5
@@ -102,7 +104,7 @@ def classify_click(
 ) -> Verdict:
     """`others`: the other clicks of the same mail (stored and in the same batch)."""
     if trap:
-        return Verdict(BOT, "trap_link")
+        return Verdict(BOT, TRAP_LINK)
     if method == "HEAD":
         return Verdict(BOT, "head_request")
     if machine_agent(user_agent):
@@ -112,8 +114,8 @@ def classify_click(
     window = timedelta(seconds=BURST_SECONDS)
     near = [other for other in others if abs(other.at - at) <= window]
     if any(other.trap for other in near):
-        return Verdict(BOT, "burst")
+        return Verdict(BOT, BURST)
     links = {other.link for other in near} | {link}
     if len(links) >= BURST_LINKS:
-        return Verdict(BOT, "burst")
+        return Verdict(BOT, BURST)
     return Verdict(HUMAN)

@@ -32,7 +32,7 @@ from campaigns import engine
 from campaigns.milestones import announce, milestones_set
 from campaigns.models import Broadcast, Message, Sequence
 from tracking import classification
-from tracking.classification import BOT, HUMAN, MACHINE, ClickSeen
+from tracking.classification import BOT, BURST, HUMAN, MACHINE, TRAP_LINK, ClickSeen
 from tracking.hits import CLICK, OPEN, TRAP, USER_AGENT_LIMIT, Hit
 from tracking.models import Activity, ActivityKind, Actor
 from tracking.signals import anonymous_activity_announce
@@ -157,7 +157,7 @@ def _stored_clicks(hits: list[Hit]) -> dict[uuid.UUID, list[ClickSeen]]:
     for message_id, at, link_index, url, reason, key in rows:
         if key not in keys:
             link = link_index if link_index is not None else url
-            stored[message_id].append(ClickSeen(at, link, trap=reason == "trap_link"))
+            stored[message_id].append(ClickSeen(at, link, trap=reason == TRAP_LINK))
     return stored
 
 
@@ -287,7 +287,7 @@ def _apply(new: list[Activity]) -> None:
             human_clicks.setdefault((row.message_id, row.url), at)
         else:
             _earliest(bot_clicks, row.message_id, at)
-            if row.reason == "burst":
+            if row.reason == BURST:
                 burst_messages.add(row.message_id)
     milestones_set("machine_opened", machine_opens)
     milestones_set("bot_clicked", bot_clicks)
@@ -299,21 +299,17 @@ def _apply(new: list[Activity]) -> None:
 
 def _reflag_burst(message_ids: set[uuid.UUID]) -> None:
     """A burst found now makes the clicks of that burst stored earlier as human bot clicks
-    too (without a buffer, clicks are written one by one). Reactions they fired stay."""
+    too (without a buffer, clicks are written one by one). Only clicks within the burst's
+    window are touched; a person's click before or after it stays a person's. Reactions they
+    fired stay."""
     window = timedelta(seconds=classification.BURST_SECONDS)
     changed: set[uuid.UUID] = set()
     for message_id in message_ids:
-        burst = Activity.objects.filter(
-            message_id=message_id, kind=ActivityKind.CLICK, reason="burst"
-        ).aggregate(first=Min("occurred_at"))["first"]
-        if burst is None:
-            continue
-        if Activity.objects.filter(
-            message_id=message_id,
-            kind=ActivityKind.CLICK,
-            actor=HUMAN,
-            occurred_at__gte=burst - window,
-        ).update(actor=BOT, reason="burst"):
+        clicks = Activity.objects.filter(message_id=message_id, kind=ActivityKind.CLICK)
+        bursts = list(clicks.filter(reason=BURST).values_list("occurred_at", flat=True))
+        humans = clicks.filter(actor=HUMAN).values_list("pk", "occurred_at")
+        within = [pk for pk, at in humans if any(abs(at - burst) <= window for burst in bursts)]
+        if within and Activity.objects.filter(pk__in=within).update(actor=BOT, reason=BURST):
             changed.add(message_id)
     milestones_recompute(changed)
 

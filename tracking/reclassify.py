@@ -17,7 +17,7 @@ from django.db import transaction
 
 from campaigns.models import Message
 from tracking import classification
-from tracking.classification import ClickSeen
+from tracking.classification import TRAP_LINK, ClickSeen
 from tracking.ingest import milestones_recompute
 from tracking.models import Activity, ActivityKind, Origin
 
@@ -42,7 +42,7 @@ def _verdict(row: Activity, sent_at: object, clicks: list[Activity]) -> classifi
             at=row.occurred_at,
             sent_at=sent_at,  # type: ignore[arg-type]
         )
-    trap = row.reason == "trap_link"
+    trap = row.reason == TRAP_LINK
     return classification.classify_click(
         trap=trap,
         link=_link(row),
@@ -51,7 +51,7 @@ def _verdict(row: Activity, sent_at: object, clicks: list[Activity]) -> classifi
         at=row.occurred_at,
         sent_at=sent_at,  # type: ignore[arg-type]
         others=[
-            ClickSeen(other.occurred_at, _link(other), trap=other.reason == "trap_link")
+            ClickSeen(other.occurred_at, _link(other), trap=other.reason == TRAP_LINK)
             for other in clicks
             if other != row
         ],

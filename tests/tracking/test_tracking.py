@@ -653,3 +653,18 @@ def test_reclassify_command_takes_a_workspace_slug(workspace):
     call_command("tracking_reclassify", "--workspace", workspace.slug)
     with pytest.raises(CommandError):
         call_command("tracking_reclassify", "--workspace", "no-such-workspace")
+
+
+@override_settings(TRACKING_BUFFER_URL="")
+def test_a_later_burst_leaves_a_persons_click_between_bursts_alone(sent, client):
+    message, html = sent
+    _, first, second, third = _links(html, "c")
+    for start in (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=5)):
+        for offset, link in enumerate((first, second, third)):
+            _click(client, link, start + dt.timedelta(seconds=offset))
+        if start == T0 + dt.timedelta(hours=1):
+            _click(client, second, T0 + dt.timedelta(hours=3))  # the person, in between
+    person = Activity.objects.get(message=message, occurred_at=T0 + dt.timedelta(hours=3))
+    assert (person.actor, person.reason) == ("human", "")
+    message.refresh_from_db()
+    assert message.clicked_at == T0 + dt.timedelta(hours=3)
