@@ -64,6 +64,7 @@ from core.permissions import workspace_view
 from funnel.models import Funnel, Stage
 
 Model = TypeVar("Model")
+Result = TypeVar("Result")
 
 ATTRIBUTION_MODELS = [
     ("last_click", gettext_lazy("Last click")),
@@ -411,23 +412,38 @@ def funnel_report(request: HttpRequest, membership: Membership, pk: uuid.UUID) -
 @workspace_view()
 def funnel_report_csv(request: HttpRequest, membership: Membership, pk: uuid.UUID) -> HttpResponse:
     """The funnel report as CSV: the rows of analytics.exports, as the API's export."""
-    form, options = _report_form(request)
-    if options is None:
-        return _bad_request(form)
-    report = _or_404(
-        lambda: FunnelReportQuery(
+    return _report_csv(
+        request,
+        lambda options: FunnelReportQuery(
             workspace=membership.workspace,
             funnel_id=pk,
             period=options["period"],
             compare=options["compare"],
-        ).run()
+        ).run(),
+        exports.funnel_report_rows,
+        filename="funnel-report.csv",
     )
-    return csv_response(exports.funnel_report_rows(report), filename="funnel-report.csv")
 
 
 def _bad_request(form: ReportForm) -> HttpResponse:
     errors = "; ".join(str(error) for errors in form.errors.values() for error in errors)
     return HttpResponseBadRequest(errors, content_type="text/plain; charset=utf-8")
+
+
+def _report_csv(
+    request: HttpRequest,
+    run: Callable[[dict[str, Any]], Result],
+    rows: Callable[[Result], Iterable[list[str]]],
+    *,
+    filename: str,
+    period_optional: bool = False,
+) -> HttpResponse:
+    """A report page's CSV download: parse the page's query string, run its query class (400
+    for an invalid form, 404 for another workspace's object) and stream the export's rows."""
+    form, options = _report_form(request, period_optional=period_optional)
+    if options is None:
+        return _bad_request(form)
+    return csv_response(rows(_or_404(lambda: run(options))), filename=filename)
 
 
 # --- a sequence
@@ -513,18 +529,17 @@ def sequence_report_csv(
     request: HttpRequest, membership: Membership, pk: uuid.UUID
 ) -> HttpResponse:
     """The sequence report as CSV: the rows of analytics.exports, as the API's export."""
-    form, options = _report_form(request)
-    if options is None:
-        return _bad_request(form)
-    report = _or_404(
-        lambda: SequenceReportQuery(
+    return _report_csv(
+        request,
+        lambda options: SequenceReportQuery(
             workspace=membership.workspace,
             sequence_id=pk,
             period=options["period"],
             compare=options["compare"],
-        ).run()
+        ).run(),
+        exports.sequence_report_rows,
+        filename="sequence-report.csv",
     )
-    return csv_response(exports.sequence_report_rows(report), filename="sequence-report.csv")
 
 
 # --- a broadcast
@@ -601,15 +616,15 @@ def broadcast_report_csv(
     request: HttpRequest, membership: Membership, pk: uuid.UUID
 ) -> HttpResponse:
     """The broadcast report as CSV: the rows of analytics.exports, as the API's export."""
-    form, options = _report_form(request, period_optional=True)
-    if options is None:
-        return _bad_request(form)
-    report = _or_404(
-        lambda: BroadcastReportQuery(
+    return _report_csv(
+        request,
+        lambda options: BroadcastReportQuery(
             workspace=membership.workspace, broadcast_id=pk, period=options["period"]
-        ).run()
+        ).run(),
+        exports.broadcast_report_rows,
+        filename="broadcast-report.csv",
+        period_optional=True,
     )
-    return csv_response(exports.broadcast_report_rows(report), filename="broadcast-report.csv")
 
 
 # --- the CSV of a section: time series, attribution, KPIs, conversion paths
