@@ -658,18 +658,20 @@ def _waiting(contact_id: str | uuid.UUID) -> list[Enrollment]:
     )
 
 
-def _waiting_on_messages(message_ids: Iterable[Any]) -> list[tuple[Enrollment, str]]:
-    """The active runs of these messages' sequences, with the step key of each message."""
-    rows = Message.objects.filter(
+def _waiting_on_messages(message_ids: Iterable[Any]) -> list[tuple[Enrollment, dict[str, str]]]:
+    """The active runs of these messages' sequences, each with its messages among these
+    (message id as a string -> step key): one batch may hold several mails of one run."""
+    steps_of: dict[Any, dict[str, str]] = defaultdict(dict)
+    for message_id, enrollment_id, step_key in Message.objects.filter(
         pk__in=list(message_ids),
         enrollment__isnull=False,
         enrollment__status=EnrollmentStatus.ACTIVE,
-    ).values_list("enrollment_id", "step_key")
-    step_of = dict(rows)
-    if not step_of:
+    ).values_list("pk", "enrollment_id", "step_key"):
+        steps_of[enrollment_id][str(message_id)] = step_key
+    if not steps_of:
         return []
-    enrollments = Enrollment.objects.filter(pk__in=step_of).select_related("sequence")
-    return [(enrollment, step_of[enrollment.pk]) for enrollment in enrollments]
+    enrollments = Enrollment.objects.filter(pk__in=list(steps_of)).select_related("sequence")
+    return [(enrollment, steps_of[enrollment.pk]) for enrollment in enrollments]
 
 
 @transaction.atomic
@@ -681,10 +683,10 @@ def messages_opened(opens: Mapping[Any, dt.datetime]) -> list[str]:
         return []
     first = milestones_set("opened", opens)
     waiting = _waiting_on_messages(opens)
-    key_of = {enrollment.pk: key for enrollment, key in waiting}
+    keys_of = {enrollment.pk: set(steps.values()) for enrollment, steps in waiting}
     _wake(
         [enrollment for enrollment, _ in waiting],
-        lambda e, event: event.get("opened") == key_of[e.pk],
+        lambda e, event: event.get("opened") in keys_of[e.pk],
     )
     return first
 
@@ -731,21 +733,15 @@ def messages_clicked(clicks: Iterable[tuple[Any, str, dt.datetime]]) -> list[str
                 occurred_at=earliest[str(message.pk)],
             )
     waiting = _waiting_on_messages(earliest)
-    key_of = {enrollment.pk: key for enrollment, key in waiting}
-    message_of = dict(
-        Message.objects.filter(pk__in=list(earliest), enrollment_id__in=key_of).values_list(
-            "enrollment_id", "pk"
-        )
-    )
+    steps_of = {enrollment.pk: steps for enrollment, steps in waiting}
 
     def matches(enrollment: Enrollment, event: dict[str, Any]) -> bool:
-        key = key_of[enrollment.pk]
-        clicked = urls.get(str(message_of.get(enrollment.pk)), set())
         wanted = event.get("clicked_url")
-        return (
+        return any(
             event.get("clicked") == key
             or event.get("opened") == key
-            or any(_clicked_url_matches(wanted, key, url, enrollment) for url in clicked)
+            or any(_clicked_url_matches(wanted, key, url, enrollment) for url in urls[message_id])
+            for message_id, key in steps_of[enrollment.pk].items()
         )
 
     _wake([enrollment for enrollment, _ in waiting], matches)

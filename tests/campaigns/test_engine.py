@@ -225,6 +225,49 @@ def test_a_click_wakes_the_enrollment_and_the_yes_mail_is_made_within_one_tick(
     assert state(enrollment)[0] == "completed"
 
 
+def test_a_batch_of_clicks_on_two_mails_of_one_run_wakes_the_wait_for_either(
+    workspace: Workspace, subscriber: Contact, make_sequence: Callable[..., Sequence]
+) -> None:
+    # given a run that got two mails and waits for a click on the first one
+    loose_caps(workspace)
+    sequence = make_sequence(
+        [
+            email("hello", "pitch"),
+            email("pitch", "wf"),
+            {
+                "key": "wf",
+                "type": "wait_for",
+                "event": {"clicked": "hello"},
+                "timeout": "P3D",
+                "yes": "offer",
+                "no": None,
+            },
+            email("offer", None),
+        ]
+    )
+    with time_machine.travel(T0, tick=False) as clock:
+        enrollment = enrollment_create(sequence=sequence, contact=subscriber)
+        assert enrollment is not None
+        engine.tick()
+        assert state(enrollment) == ("active", "wf", T0 + dt.timedelta(days=3))
+        hello = Message.objects.get(enrollment=enrollment, step_key="hello")
+        pitch = Message.objects.get(enrollment=enrollment, step_key="pitch")
+
+        # when one ingest batch holds clicks on both mails
+        clicked_at = T0 + dt.timedelta(hours=1)
+        clock.move_to(clicked_at)
+        first = engine.messages_clicked(
+            [
+                (pitch.pk, "https://example.org/pitch", clicked_at),
+                (hello.pk, "https://example.org/hello", clicked_at),
+            ]
+        )
+
+    # then both are first clicks and the run woke for the click on "hello"
+    assert sorted(first) == sorted([str(hello.pk), str(pitch.pk)])
+    assert state(enrollment) == ("active", "offer", clicked_at)
+
+
 def test_no_click_before_the_timeout_takes_the_no_branch(
     subscriber: Contact, click_sequence: Sequence
 ) -> None:
