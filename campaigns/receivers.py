@@ -76,10 +76,10 @@ MILESTONE_WEBHOOKS = {
 }
 
 
-def _complaint_guard(message_ids: list[str]) -> None:
+def _complaint_guard(workspace_ids: set[Any]) -> None:
     from campaigns.complaints import complaint_guard
 
-    for workspace_id in set(message_workspaces(message_ids).values()):
+    for workspace_id in workspace_ids:
         complaint_guard(workspace_id)
 
 
@@ -92,19 +92,16 @@ def on_message_milestones(
     from campaigns.models import Message
     from funnel.webhooks import webhook_enqueue, workspaces_wanting
 
-    if milestone == "complained" and message_ids:
-        _complaint_guard(message_ids)
     event_type = MILESTONE_WEBHOOKS.get(milestone)
     if event_type is None or not message_ids:
         return
     wanting = workspaces_wanting(event_type)
-    if not wanting:
+    if milestone != "complained" and not wanting:
         return
-    workspaces = {
-        workspace_id
-        for workspace_id in message_workspaces(message_ids).values()
-        if workspace_id in wanting
-    }
+    of_messages = set(message_workspaces(message_ids).values())
+    if milestone == "complained":
+        _complaint_guard(of_messages)
+    workspaces = of_messages & wanting
     if not workspaces:
         return
     messages = Message.objects.filter(pk__in=message_ids)

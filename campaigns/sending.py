@@ -728,9 +728,10 @@ def messages_send(
         try:
             if accepted is not None:
                 _record_accepted(accepted)
+            # Also when the loop failed: the mails accepted so far are sent and say so.
+            announce("sent", tally.sent_ids)
         finally:
             transport.reset()
-    announce("sent", tally.sent_ids)
     if tally.paused_ids:
         _defer(ids=tally.paused_ids, until=timezone.now())
     return SendResult(

@@ -88,7 +88,7 @@ RULES_DUPLICATED: Final = (
     "cap history (engine._load_mail_facts): CAP_COUNTED messages, Coalesce(sent_at, created_at),"
     " of the last 7 days",
     "wait due (engine._wait_due): duration from the step's start, or the next local hh:mm",
-    "wait_for matching (engine.message_opened/message_clicked/_reaction_happened): a click is"
+    "wait_for matching (engine.messages_opened/messages_clicked/_reaction_happened): a click is"
     " an open too; a reaction before the step began takes yes at once",
     "add_tag/remove_tag/set_attribute/move_stage (engine._instant): applied in memory",
 )
@@ -378,7 +378,7 @@ def _reaction_moment(run: _Run, event: dict[str, Any], started: dt.datetime) -> 
             wanted_step = value.get("step") if isinstance(value, dict) else value
             if reaction.step != wanted_step or wanted_step not in run.sent_at:
                 continue
-            # A click counts as an open (engine.message_clicked wakes opened waits too).
+            # A click counts as an open (engine.messages_clicked wakes opened waits too).
             if what == "clicked" and reaction.event == "opened":
                 continue
             if what == "clicked_url":

@@ -37,9 +37,17 @@ class UtmFieldsForm(forms.Form):
     )
 
     @staticmethod
-    def utm_initial(utm: dict[str, str] | None) -> dict[str, str]:
-        return {name: (utm or {}).get(name, "") for name in UTM_FORM_FIELDS}
+    def utm_initial(utm: dict[str, str] | None) -> dict[str, Any]:
+        """The fields' initial values, and the saved parameters the page does not edit
+        (utm_term, utm_content set through the API), which utm_cleaned keeps."""
+        return {
+            **{name: (utm or {}).get(name, "") for name in UTM_FORM_FIELDS},
+            "utm_saved": dict(utm or {}),
+        }
 
     def utm_cleaned(self) -> dict[str, str]:
         data: dict[str, Any] = self.cleaned_data
-        return {name: data[name].strip() for name in UTM_FORM_FIELDS if data[name].strip()}
+        saved = self.initial.get("utm_saved") or {}
+        kept = {name: value for name, value in saved.items() if name not in UTM_FORM_FIELDS}
+        edited = {name: data[name].strip() for name in UTM_FORM_FIELDS if data[name].strip()}
+        return {**kept, **edited}

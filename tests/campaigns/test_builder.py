@@ -774,3 +774,22 @@ def test_another_workspace_gets_404(workspace, other_workspace, member_of, logge
     sequence.refresh_from_db()
     assert sequence.status == SequenceStatus.DRAFT and sequence.version == 1
     assert mail.outbox == []
+
+
+def test_saving_the_settings_page_keeps_utm_parameters_it_does_not_show(
+    workspace, member_of, logged_in
+) -> None:
+    client = editor_client(workspace, member_of, logged_in)
+    sequence = sequence_create(
+        workspace=workspace,
+        name="S",
+        steps=[email("welcome", "Welcome")],
+        utm={"utm_source": "api", "utm_term": "shoes", "utm_content": "banner"},
+    )
+    response = client.post(
+        f"/sequences/{sequence.pk}/settings/",
+        {"name": "S", "trigger_type": "manual", "reentry": "never", "utm_source": "page"},
+    )
+    assert response.status_code == 302
+    sequence.refresh_from_db()
+    assert sequence.utm == {"utm_source": "page", "utm_term": "shoes", "utm_content": "banner"}
