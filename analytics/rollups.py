@@ -62,6 +62,7 @@ from analytics.models import (
     StayOutcome,
 )
 from campaigns.models import Enrollment, Message, Sequence
+from core.pgarray import pg_array
 from funnel.models import Conversion, Funnel, Stage, StageTransition
 from tracking.models import Activity, ActivityKind, Actor
 from tracking.signals import AnonymousSource
@@ -149,7 +150,7 @@ def messages_mark_dirty(*, message_ids: Iterable[str | uuid.UUID]) -> int:
     )
     with connection.cursor() as cursor:
         # Table names from the models, every value a parameter.
-        cursor.execute(sql, [DirtyKind.MESSAGES.value, timezone.now(), ids])
+        cursor.execute(sql, [DirtyKind.MESSAGES.value, timezone.now(), pg_array(ids)])
         return int(cursor.rowcount)
 
 

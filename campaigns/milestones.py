@@ -17,6 +17,7 @@ from django.db import connection
 
 from campaigns.models import Message
 from campaigns.signals import message_milestones
+from core.pgarray import pg_array
 
 MILESTONE_FIELDS = {
     "sent": "sent_at",
@@ -42,7 +43,7 @@ def message_workspaces(message_ids: list[str]) -> dict[str, uuid.UUID]:
             cursor.execute(
                 f'SELECT "id", "workspace_id" FROM "{Message._meta.db_table}" '  # noqa: S608
                 'WHERE "id" = ANY(%s::uuid[])',
-                [message_ids],
+                [pg_array(message_ids)],
             )
             return {str(row[0]): row[1] for row in cursor.fetchall()}
     rows = Message.objects.filter(pk__in=message_ids).values_list("pk", "workspace_id")
@@ -63,17 +64,16 @@ def milestones_set(milestone: str, times: Mapping[Any, datetime]) -> list[str]:
     items = [(str(message_id), at) for message_id, at in times.items()]
     if connection.vendor == "postgresql":
         table = Message._meta.db_table
-        values = ", ".join(["(%s::uuid, %s::timestamptz)"] * len(items))
-        params: list[Any] = [value for item in items for value in item]
+        ids, times_at = zip(*items, strict=True)
         with connection.cursor() as cursor:
-            # Column and table names come from the model, every value is a parameter.
+            # Column and table names come from the model, every value is in a parameter.
             cursor.execute(
                 f'UPDATE "{table}" AS m SET "{field}" = v.at '  # noqa: S608
-                f"FROM (VALUES {values}) AS v(id, at) "
-                f'WHERE m."id" = v.id AND m."{field}" IS NULL RETURNING m."id"',
-                params,
+                "FROM unnest(%s::uuid[], %s::timestamptz[]) AS v(id, at) "
+                f'WHERE m."id" = v.id AND m."{field}" IS NULL RETURNING m."id"::text',
+                [pg_array(ids), pg_array(times_at)],
             )
-            changed = [str(row[0]) for row in cursor.fetchall()]
+            changed = [row[0] for row in cursor.fetchall()]
     else:  # the embedded default (SQLite): one statement per message
         changed = [
             message_id

@@ -23,6 +23,7 @@ mail, so they count as human opens.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -74,7 +75,10 @@ def _from_apple_proxy(ip: str) -> bool:
     return any(address in network for network in APPLE_PROXY_NETWORKS)
 
 
+@functools.lru_cache(maxsize=4096)
 def machine_agent(user_agent: str) -> bool:
+    # Cached: a batch holds the same few hundred agents again and again, and the search of a
+    # long browser agent through every pattern is the costliest step of an open's verdict.
     return bool(_MACHINE_AGENT.search(user_agent))
 
 

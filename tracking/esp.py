@@ -65,9 +65,10 @@ from campaigns.tracking_links import Source
 from contacts.models import Contact, ContactStatus
 from contacts.subscriptions import contact_mark_undeliverable, contact_unsubscribe_all
 from core.models import TrackingMode
+from core.pgarray import pg_array
 from tracking.hits import CLICK, OPEN, USER_AGENT_LIMIT, Hit, truncate_ip
-from tracking.ingest import activities_insert, hits_write
-from tracking.models import Activity, ActivityKind, Actor, Origin
+from tracking.ingest import MessageFacts, activities_insert, hits_write
+from tracking.models import Activity, ActivityKind, ActivityRow, Actor, Origin
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class _MessageFacts:
     step_key: str
     broadcast_id: uuid.UUID | None
     variant: int
+    sent_at: datetime | None
     tracking_mode: str
     track_opens: bool
     track_clicks: bool
@@ -374,7 +376,7 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
     if connection.vendor == "postgresql":
         # One array parameter: Django prepares a thousand IN values slower than PostgreSQL
         # finds the rows.
-        wanted = RawSQL("SELECT unnest(%s::text[])", [wanted])
+        wanted = RawSQL("SELECT unnest(%s::text[])", [pg_array(wanted)])
     rows = (
         Message.objects.filter(esp_message_id__in=wanted)
         .order_by()
@@ -387,6 +389,7 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
             "step_key",
             "broadcast_id",
             "variant",
+            "sent_at",
             "workspace__tracking_mode",
             "workspace__track_opens",
             "workspace__track_clicks",
@@ -406,33 +409,25 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
     return found
 
 
-def _activity_values(
-    report: EspReport, message: _MessageFacts, recorded_at: datetime
-) -> dict[str, Any]:
-    """The activity row of a delivery report (not an open or click), by attribute name."""
-    return {
-        "key": report.key,
-        "workspace_id": message.workspace_id,
-        "message_id": message.id,
-        "sequence_id": message.sequence_id,
-        "step_key": message.step_key,
-        "broadcast_id": message.broadcast_id,
-        "variant": message.variant,
-        "kind": report.kind,
-        "origin": Origin.ESP.value,
-        "actor": Actor.SERVICE.value,
-        "rules_version": 0,
-        "reason": report.reason,
-        "link_index": None,
-        "url": "",
-        "occurred_at": report.occurred_at,
-        "recorded_at": recorded_at,
-        "method": "",
-        "user_agent": "",
-        "ip": "",
-        "esp": report.esp[:40],
-        "detail": report.detail,
-    }
+def _activity_row(report: EspReport, message: _MessageFacts, recorded_at: datetime) -> ActivityRow:
+    """The activity row of a delivery report (not an open or click)."""
+    return ActivityRow(
+        key=report.key,
+        workspace_id=message.workspace_id,
+        message_id=message.id,
+        sequence_id=message.sequence_id,
+        step_key=message.step_key,
+        broadcast_id=message.broadcast_id,
+        variant=message.variant,
+        kind=report.kind,
+        origin=Origin.ESP.value,
+        actor=Actor.SERVICE.value,
+        reason=report.reason,
+        occurred_at=report.occurred_at,
+        recorded_at=recorded_at,
+        esp=report.esp[:40],
+        detail=report.detail,
+    )
 
 
 def _our_click_url(url: str) -> bool:
@@ -505,11 +500,23 @@ def esp_reports_record(reports: Iterable[EspReport]) -> EspRecordResult:
         )
     now = timezone.now()
     inserted = activities_insert(
-        [_activity_values(report, message, now) for report, message in deliveries]
+        [_activity_row(report, message, now) for report, message in deliveries]
     )
     new = [(report, message) for report, message in deliveries if report.key in inserted]
     _apply(new)
-    written = hits_write(hits) if hits else None
+    known = {
+        message.id: MessageFacts(
+            workspace_id=message.workspace_id,
+            sent_at=message.sent_at,
+            sequence_id=message.sequence_id,
+            step_key=message.step_key,
+            broadcast_id=message.broadcast_id,
+            variant=message.variant,
+        )
+        for message in messages.values()
+        if message.tracking_mode == TrackingMode.PERSONAL
+    }
+    written = hits_write(hits, known=known) if hits else None
     return EspRecordResult(
         recorded=len(new) + (written.written if written else 0),
         duplicates=len(deliveries) - len(new) + (written.duplicates if written else 0),

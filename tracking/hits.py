@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,11 +92,19 @@ class Hit:
         )
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# A dotted IPv4 address as ipaddress accepts it (no leading zeros).
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 def truncate_ip(address: str | None) -> str:
     """The address with its host part cut off (/24 for IPv4, /48 for IPv6): enough to tell a
     provider's proxy range, not enough to single out a person."""
     if not address:
         return ""
+    if match := _IPV4.fullmatch(address):
+        # The common case without building an address object (a tenth of the time).
+        return f"{match[1]}.{match[2]}.{match[3]}.0"
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

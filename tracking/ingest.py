@@ -16,10 +16,11 @@ What a hit sets (personal tracking mode; anonymous hits have no message and only
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,10 +32,11 @@ from django.utils import timezone
 from campaigns import engine
 from campaigns.milestones import announce, milestones_set
 from campaigns.models import Broadcast, Message, Sequence
+from core.pgarray import pg_array
 from tracking import classification
 from tracking.classification import BOT, BURST, HUMAN, MACHINE, TRAP_LINK, ClickSeen
 from tracking.hits import CLICK, OPEN, TRAP, USER_AGENT_LIMIT, Hit
-from tracking.models import Activity, ActivityKind, Actor
+from tracking.models import Activity, ActivityKind, ActivityRow, Actor
 from tracking.signals import anonymous_activity_announce
 
 logger = logging.getLogger(__name__)
@@ -42,45 +44,50 @@ logger = logging.getLogger(__name__)
 _FIELDS = [field for field in Activity._meta.concrete_fields if field.name != "id"]
 
 
-def activity_values(activity: Activity) -> dict[str, Any]:
-    """An unsaved Activity as the column values activities_insert takes (by attribute name)."""
-    return {field.attname: getattr(activity, field.attname) for field in _FIELDS}
+@functools.cache
+def _unnest_insert_sql() -> str:
+    """activities_insert's statement on PostgreSQL, built once (Field.db_type is slow)."""
+    table = Activity._meta.db_table
+    columns = ", ".join(f'"{field.column}"' for field in _FIELDS)
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in _FIELDS)
+    # Names and types from the model, every value a parameter.
+    return (
+        f'INSERT INTO "{table}" ({columns}) SELECT * FROM unnest({arrays}) '  # noqa: S608
+        'ON CONFLICT ("key") DO NOTHING RETURNING "key"'
+    )
 
 
-def activities_insert(rows: list[dict[str, Any]]) -> set[str]:
-    """Insert activity rows (values by attribute name, every concrete field but id), skipping
-    keys that are stored already; returns the keys inserted here.
+def activities_insert(rows: list[ActivityRow]) -> set[str]:
+    """Insert activity rows, skipping keys that are stored already; returns the keys inserted
+    here. A row without recorded_at gets the current time.
 
     INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key: of two writers racing over the same
     key exactly one learns that it inserted it. On PostgreSQL the rows go column-wise, one
-    array parameter per column (SELECT * FROM unnest(...)): a third of the time of a VALUES
-    list with a parameter per value for a webhook batch of 1,000 (bench/webhooks.py). SQLite
-    (the embedded default) takes a VALUES list.
+    array literal per column (SELECT * FROM unnest(...), core.pgarray): a fifth of the time
+    of a VALUES list with a parameter per value for a webhook batch of 1,000
+    (bench/webhooks.py). SQLite (the embedded default) takes a VALUES list.
     """
     if not rows:
         return set()
     now = timezone.now()
     for row in rows:
-        if row.get("recorded_at") is None:
-            row["recorded_at"] = now
-    table = Activity._meta.db_table
-    columns = ", ".join(f'"{field.column}"' for field in _FIELDS)
+        if row.recorded_at is None:
+            row.recorded_at = now
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in _FIELDS)
         with connection.cursor() as cursor:
-            # Names and types from the model, every value a parameter.
             cursor.execute(
-                f'INSERT INTO "{table}" ({columns}) SELECT * FROM unnest({arrays}) '  # noqa: S608
-                'ON CONFLICT ("key") DO NOTHING RETURNING "key"',
-                [[row[field.attname] for row in rows] for field in _FIELDS],
+                _unnest_insert_sql(),
+                [pg_array([getattr(row, field.attname) for row in rows]) for field in _FIELDS],
             )
             return {row[0] for row in cursor.fetchall()}
+    table = Activity._meta.db_table
+    columns = ", ".join(f'"{field.column}"' for field in _FIELDS)
     row_sql = "(" + ", ".join(["%s"] * len(_FIELDS)) + ")"
     inserted: set[str] = set()
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
         params = [
-            field.get_db_prep_save(row[field.attname], connection)
+            field.get_db_prep_save(getattr(row, field.attname), connection)
             for row in chunk
             for field in _FIELDS
         ]
@@ -104,8 +111,10 @@ class WriteResult:
     machine: int
 
 
-@dataclass(frozen=True)
-class _MessageFacts:
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    """What the writer needs to know of a hit's message."""
+
     workspace_id: uuid.UUID
     sent_at: datetime | None
     sequence_id: uuid.UUID | None
@@ -114,7 +123,7 @@ class _MessageFacts:
     variant: int
 
 
-def _message_facts(ids: set[uuid.UUID]) -> dict[uuid.UUID, _MessageFacts]:
+def _message_facts(ids: set[uuid.UUID]) -> dict[uuid.UUID, MessageFacts]:
     rows = Message.objects.filter(pk__in=ids).values_list(
         "pk",
         "workspace_id",
@@ -124,7 +133,7 @@ def _message_facts(ids: set[uuid.UUID]) -> dict[uuid.UUID, _MessageFacts]:
         "broadcast_id",
         "variant",
     )
-    return {row[0]: _MessageFacts(*row[1:]) for row in rows}
+    return {row[0]: MessageFacts(*row[1:]) for row in rows}
 
 
 def _source_workspaces(hits: list[Hit]) -> dict[uuid.UUID, uuid.UUID]:
@@ -191,10 +200,10 @@ def _verdict(
 
 
 def _activity(
-    hit: Hit, workspace_id: uuid.UUID, facts: _MessageFacts | None, verdict: Any
-) -> Activity:
+    hit: Hit, workspace_id: uuid.UUID, facts: MessageFacts | None, verdict: Any
+) -> ActivityRow:
     source = hit.source
-    return Activity(
+    return ActivityRow(
         key=hit.key,
         workspace_id=workspace_id,
         message_id=hit.message_id if facts else None,
@@ -218,9 +227,14 @@ def _activity(
 
 
 @transaction.atomic
-def hits_write(hits: list[Hit]) -> WriteResult:
-    """Store `hits` (each at most once, by key) and apply what the new ones mean."""
-    facts = _message_facts({hit.message_id for hit in hits if hit.message_id})
+def hits_write(
+    hits: list[Hit], *, known: Mapping[uuid.UUID, MessageFacts] | None = None
+) -> WriteResult:
+    """Store `hits` (each at most once, by key) and apply what the new ones mean. `known`:
+    facts of messages the caller has read already (the ESP webhooks), not read again."""
+    facts = dict(known or {})
+    missing = {hit.message_id for hit in hits if hit.message_id and hit.message_id not in facts}
+    facts.update(_message_facts(missing) if missing else {})
     source_workspaces = _source_workspaces([hit for hit in hits if not hit.message_id])
     stored = _stored_clicks(hits)
     batch_clicks: dict[uuid.UUID | None, list[tuple[str, ClickSeen]]] = defaultdict(list)
@@ -230,7 +244,7 @@ def hits_write(hits: list[Hit]) -> WriteResult:
             seen = ClickSeen(hit.occurred_at, link, trap=hit.kind == TRAP)
             batch_clicks[hit.message_id].append((hit.key, seen))
 
-    rows: list[Activity] = []
+    rows: list[ActivityRow] = []
     dropped = 0
     for hit in hits:
         message_facts = facts.get(hit.message_id) if hit.message_id else None
@@ -250,7 +264,7 @@ def hits_write(hits: list[Hit]) -> WriteResult:
             )
         )
 
-    inserted = activities_insert([activity_values(row) for row in rows])
+    inserted = activities_insert(rows)
     new = [row for row in rows if row.key in inserted]
     _apply(new)
     # Anonymous rows set no milestone, so nothing else tells the rollups about them.
@@ -269,7 +283,7 @@ def _earliest(times: dict[uuid.UUID, datetime], message_id: uuid.UUID, at: datet
         times[message_id] = at
 
 
-def _apply(new: list[Activity]) -> None:
+def _apply(new: list[ActivityRow]) -> None:
     """Milestones and reactions of newly stored activity (personal mode only)."""
     machine_opens: dict[uuid.UUID, datetime] = {}
     bot_clicks: dict[uuid.UUID, datetime] = {}
@@ -345,4 +359,11 @@ def milestones_recompute(message_ids: Iterable[uuid.UUID]) -> None:
         announce(milestone, [str(message_id) for message_id in ids])
 
 
-__all__ = ["Actor", "WriteResult", "activities_insert", "hits_write", "milestones_recompute"]
+__all__ = [
+    "Actor",
+    "MessageFacts",
+    "WriteResult",
+    "activities_insert",
+    "hits_write",
+    "milestones_recompute",
+]

@@ -7,6 +7,10 @@ reactions read those, reports show the machine rows beside them.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -43,19 +47,32 @@ class Origin(models.TextChoices):
 class Activity(models.Model):
     id = models.BigAutoField(primary_key=True)
     # Dedupe key: the hot path's event id, or "esp:<esp>:<event id>" for ESP events. A replayed
-    # buffer or webhook inserts nothing new.
-    key = models.CharField(max_length=200, unique=True)
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    # buffer or webhook inserts nothing new. (Unique by a constraint, see Meta.)
+    key = models.CharField(max_length=200)
+    # The foreign keys have the indexes of Meta, not one each (see there).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     # Null in the anonymous tracking mode: counted per mail and link, not tied to a contact.
     message = models.ForeignKey(
-        Message, on_delete=models.CASCADE, null=True, blank=True, related_name="activities"
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="activities",
+        db_index=False,
     )
     sequence = models.ForeignKey(
-        Sequence, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Sequence, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     step_key = models.CharField(max_length=100, blank=True)
     broadcast = models.ForeignKey(
-        Broadcast, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Broadcast,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     variant = models.PositiveSmallIntegerField(default=0)
     kind = models.CharField(max_length=20, choices=ActivityKind.choices)
@@ -79,10 +96,57 @@ class Activity(models.Model):
     class Meta:
         verbose_name = _("activity")
         verbose_name_plural = _("activities")
+        # The table takes every open, click and ESP event, so each index costs on every write
+        # (bench/webhooks.py): no index that another one covers. The key's unique constraint
+        # without the LIKE index Django adds to a unique CharField; the message and the
+        # workspace are the first columns of the two composite indexes; a sequence's or a
+        # broadcast's activity (found when one is deleted) is a partial index each, without
+        # the rows of the other kind of mail.
+        constraints = [models.UniqueConstraint(fields=["key"], name="activity_key_unique")]
         indexes = [
             models.Index(fields=["message", "kind", "occurred_at"], name="activity_message_kind"),
             models.Index(fields=["workspace", "occurred_at"], name="activity_workspace_time"),
+            models.Index(
+                fields=["sequence"],
+                name="activity_sequence",
+                condition=models.Q(sequence__isnull=False),
+            ),
+            models.Index(
+                fields=["broadcast"],
+                name="activity_broadcast",
+                condition=models.Q(broadcast__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.actor} {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+@dataclass(slots=True)
+class ActivityRow:
+    """The column values of one Activity row to be inserted by the bulk writers
+    (tracking.ingest.activities_insert): a model instance costs more to build than the insert
+    of its row (Model.__init__ and its pre_init/post_init signals). Attribute names are the
+    model's attnames; tests keep the two in step."""
+
+    key: str
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID | None
+    sequence_id: uuid.UUID | None
+    step_key: str
+    broadcast_id: uuid.UUID | None
+    variant: int
+    kind: str
+    origin: str
+    actor: str
+    occurred_at: datetime
+    rules_version: int = 0
+    reason: str = ""
+    link_index: int | None = None
+    url: str = ""
+    recorded_at: datetime | None = None
+    method: str = ""
+    user_agent: str = ""
+    ip: str = ""
+    esp: str = ""
+    detail: str = ""

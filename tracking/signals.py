@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.dispatch import Signal
 
-from tracking.models import Activity
+from tracking.models import Activity, ActivityRow
 
 # Opens or clicks of mails tracked anonymously (no message) were newly stored:
 # sources, a list of AnonymousSource, one per (workspace, sequence or broadcast, UTC day).
@@ -32,7 +32,7 @@ class AnonymousSource:
     day: dt.date
 
 
-def anonymous_activity_announce(rows: Iterable[Activity]) -> list[AnonymousSource]:
+def anonymous_activity_announce(rows: Iterable[ActivityRow]) -> list[AnonymousSource]:
     """Announce the sources of the anonymous rows among `rows` (rows with a message are
     skipped: their milestones announce them). Returns what was announced."""
     sources = sorted(

@@ -3,7 +3,9 @@ machines and bots, tracking modes, and the re-classification of history."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 import re
 from typing import Any
 
@@ -14,6 +16,8 @@ from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client, override_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from campaigns import engine
 from campaigns.models import Enrollment, Message, SequenceStatus
@@ -25,7 +29,8 @@ from funnel.models import ContactStage
 from funnel.services import funnel_create, rule_create
 from tests.factories import ContactFactory
 from tracking import buffer, classification
-from tracking.models import Activity
+from tracking.hits import truncate_ip
+from tracking.models import Activity, ActivityRow
 from tracking.reclassify import activities_reclassify
 from tracking.signals import AnonymousSource, anonymous_activity
 
@@ -668,3 +673,27 @@ def test_a_later_burst_leaves_a_persons_click_between_bursts_alone(sent, client)
     assert (person.actor, person.reason) == ("human", "")
     message.refresh_from_db()
     assert message.clicked_at == T0 + dt.timedelta(hours=3)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=300), min_size=3, max_size=5),
+    st.sampled_from(["", "0", "00"]),
+)
+def test_truncated_addresses_agree_with_the_ipaddress_module(octets, prefix):
+    """truncate_ip's quick path for dotted IPv4 gives what ipaddress gives, and refuses what
+    it refuses (leading zeros, octets over 255, too few or too many parts)."""
+    address = ".".join(
+        prefix + str(octet) if index == 0 else str(octet) for index, octet in enumerate(octets)
+    )
+    try:
+        network = ipaddress.ip_network(f"{ipaddress.ip_address(address)}/24", strict=False)
+        expected = str(network.network_address)
+    except ValueError:
+        expected = ""
+    assert truncate_ip(address) == expected
+
+
+def test_the_bulk_row_has_the_models_columns():
+    """tracking.models.ActivityRow, which the writers insert, names every column of Activity."""
+    columns = {field.attname for field in Activity._meta.concrete_fields if field.name != "id"}
+    assert {field.name for field in dataclasses.fields(ActivityRow)} == columns
