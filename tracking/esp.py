@@ -378,7 +378,10 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
         # finds the rows.
         wanted = RawSQL("SELECT unnest(%s::text[])", [pg_array(wanted)])
     rows = (
+        # The index on esp_message_id leaves out messages without one: the planner uses it
+        # only when the query says so too (else it scans every message).
         Message.objects.filter(esp_message_id__in=wanted)
+        .exclude(esp_message_id="")
         .order_by()
         .values_list(
             "esp_message_id",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dj_database_url
 import django_stubs_ext
 from django.utils.translation import gettext_lazy as _
 
-from config.env import env_bool, env_int, env_list, env_str, parse_email_url
+from config.env import env_bool, env_int, env_list, env_str, parse_database_url, parse_email_url
 
 # Lets model forms, querysets and managers be subscripted at run time (ModelForm[Workspace]).
 django_stubs_ext.monkeypatch()
@@ -82,7 +81,7 @@ TEMPLATES = [
 SQLITE_PATH = VAR_DIR / "funnelwerk.sqlite3"
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": parse_database_url(DATABASE_URL, conn_max_age=60)}
 else:
     DATABASES = {
         "default": {

@@ -2,9 +2,7 @@
 
 import os
 
-import dj_database_url
-
-from config.env import env_str
+from config.env import env_str, parse_database_url
 from config.settings.base import *
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789"  # noqa: S105
@@ -13,7 +11,7 @@ ALLOWED_HOSTS = ["*"]
 PUBLIC_BASE_URL = "http://testserver"
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/funnelwerk")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+DATABASES = {"default": parse_database_url(DATABASE_URL)}
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
 CACHES = {
     "default": {

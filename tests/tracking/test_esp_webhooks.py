@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from campaigns import engine
@@ -37,6 +39,7 @@ from contacts.models import (
 from contacts.subscriptions import SignupContext, list_subscribe, mailing_list_create
 from core.models import TrackingMode, Workspace
 from tests.factories import WorkspaceFactory
+from tracking.esp import _messages_by_esp_id
 from tracking.hits import Hit
 from tracking.ingest import hits_write
 from tracking.models import Activity
@@ -1112,3 +1115,16 @@ def test_esp_opens_follow_the_workspaces_tracking_mode(
         anonymous_open.step_key,
     ) == (None, workspace.pk, message.enrollment.sequence_id, "hello")
     assert snapshot(message)[0][3] is None
+
+
+def test_the_message_lookup_uses_the_esp_id_index(db):
+    """The index on Message.esp_message_id leaves out messages without one; the webhook's
+    lookup must say so too, or PostgreSQL scans every message of every workspace per batch."""
+    with CaptureQueriesContext(connection) as captured:
+        _messages_by_esp_id({"<a@esp.example>", "<b@esp.example>"})
+    (query,) = [q["sql"] for q in captured.captured_queries if "esp_message_id" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + query)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "message_esp_id" in plan, plan
