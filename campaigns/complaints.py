@@ -18,7 +18,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -41,15 +40,15 @@ class ComplaintRate:
 
 
 def complaint_rate(workspace_id: uuid.UUID | str) -> ComplaintRate:
-    """Complaints and delivered mails of the workspace in the last 24 hours (one query)."""
+    """Complaints and delivered mails of the workspace in the last 24 hours. Two counts, each
+    on an index of its own (message_complaints, analytics_message_sent): an OR of the two
+    conditions would read every message of the workspace."""
     since = timezone.now() - WINDOW
-    counts = Message.objects.filter(
-        Q(complained_at__gte=since) | Q(sent_at__gte=since), workspace_id=workspace_id
-    ).aggregate(
-        complaints=Count("pk", filter=Q(complained_at__gte=since)),
-        delivered=Count("pk", filter=Q(sent_at__gte=since, bounced_at__isnull=True)),
+    messages = Message.objects.filter(workspace_id=workspace_id)
+    return ComplaintRate(
+        complaints=messages.filter(complained_at__gte=since).count(),
+        delivered=messages.filter(sent_at__gte=since, bounced_at__isnull=True).count(),
     )
-    return ComplaintRate(complaints=counts["complaints"], delivered=counts["delivered"])
 
 
 def complaint_guard(workspace_id: uuid.UUID | str) -> bool:

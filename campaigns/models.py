@@ -187,13 +187,27 @@ class Message(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    # contact, enrollment and broadcast are the first columns of message_contact_sent and of
+    # the two unique constraints: no index of their own (every send inserts into each index).
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     enrollment = models.ForeignKey(
-        Enrollment, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+        Enrollment,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
     )
     step_key = models.CharField(max_length=100, blank=True)
     broadcast = models.ForeignKey(
-        Broadcast, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+        Broadcast,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
     )
     variant = models.PositiveSmallIntegerField(default=0)
     stage = models.ForeignKey(
@@ -247,6 +261,12 @@ class Message(models.Model):
                 fields=["next_attempt_at"],
                 condition=models.Q(status__in=["queued", "retrying"]),
                 name="message_due",
+            ),
+            # The complaint-rate guard counts a workspace's complaints of the last day.
+            models.Index(
+                fields=["workspace", "complained_at"],
+                condition=models.Q(complained_at__isnull=False),
+                name="message_complaints",
             ),
             # Messages a dead worker left behind (campaigns.sending.messages_recover_stuck).
             models.Index(
