@@ -3,10 +3,14 @@ machines and bots, tracking modes, and the re-classification of history."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import ipaddress
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -697,3 +701,33 @@ def test_the_bulk_row_has_the_models_columns():
     """tracking.models.ActivityRow, which the writers insert, names every column of Activity."""
     columns = {field.attname for field in Activity._meta.concrete_fields if field.name != "id"}
     assert {field.name for field in dataclasses.fields(ActivityRow)} == columns
+
+
+def _signed(payload: bytes, mac: bytes) -> str:
+    return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+
+def test_links_in_mails_sent_before_the_v2_mac_still_work(settings):
+    """Tokens of the first format (HMAC-SHA256 with the v1 salt) stay valid; a keyed BLAKE2b
+    or HMAC under any other key does not."""
+    message_id = uuid.uuid4()
+    payload = f"c\nm{message_id.hex}\n3\nhttps://shop.example/spring".encode()
+    v1_key = hashlib.sha256(f"funnelwerk.tracking.v1signer{settings.SECRET_KEY}".encode()).digest()
+    v1 = _signed(payload, hmac.digest(v1_key, payload, "sha256")[:16])
+    read = token_read(v1)
+    assert read is not None
+    assert (read.kind, read.message_id, read.link_index, read.url) == (
+        "c",
+        message_id,
+        3,
+        "https://shop.example/spring",
+    )
+    v2_key = hashlib.sha256(f"funnelwerk.tracking.v2signer{settings.SECRET_KEY}".encode()).digest()
+    v2 = _signed(payload, hashlib.blake2b(payload, key=v2_key, digest_size=16).digest())
+    assert token_read(v2) == read
+    other = hashlib.sha256(b"funnelwerk.tracking.v1signerSOME-OTHER-SECRET").digest()
+    assert token_read(_signed(payload, hmac.digest(other, payload, "sha256")[:16])) is None
+    assert (
+        token_read(_signed(payload, hashlib.blake2b(payload, key=other, digest_size=16).digest()))
+        is None
+    )
