@@ -24,6 +24,7 @@ unsubscribe possibility cannot be built. bench/render.py measures the cost per r
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import html as html_lib
 import logging
@@ -51,6 +52,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
+from markupsafe import escape as markup_escape
 
 from contacts.mails import sender_of
 from contacts.models import Contact
@@ -224,6 +226,45 @@ html_environment = _environment(autoescape=True)
 text_environment = _environment(autoescape=False)
 """For the subject and the plain-text part: printed as it is."""
 environment = html_environment
+
+
+@dataclass(slots=True)
+class _LinkTracking:
+    """The link rewriting of the mail being rendered: its rewriter, the link it leaves alone
+    (unsubscribe) and the position of the next rewritten link."""
+
+    rewriter: LinkRewriter
+    keep: str
+    position: int = 0
+
+
+# Set by render_email around the HTML render; not reachable from templates.
+_link_tracking: contextvars.ContextVar[_LinkTracking | None] = contextvars.ContextVar(
+    "funnelwerk_link_tracking", default=None
+)
+_LINK_FILTER = "_funnelwerk_link"
+
+
+def _tracked_link(value: Any) -> Any:
+    """The filter around every href value of a compiled mail (see _compiled): the rendered
+    value, rewritten by the current mail's link rewriter when it is an http(s) link other
+    than the unsubscribe link. Positions count in rendering order, which is document order
+    but for links rendered ahead of their place ({% set %} blocks, macros)."""
+    tracking = _link_tracking.get()
+    if tracking is None:
+        return value
+    url = _link_target(str(value))
+    if not url or url == tracking.keep:
+        return value
+    new_value = tracking.rewriter(url, tracking.position)
+    tracking.position += 1
+    return markup_escape(new_value)
+
+
+mail_html_environment = _environment(autoescape=True)
+"""For compiled mail HTML: html_environment and the link filter (authors' templates are checked
+against html_environment, so the filter is not theirs to use)."""
+mail_html_environment.filters[_LINK_FILTER] = _tracked_link
 
 _FORBIDDEN_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
@@ -687,6 +728,9 @@ class _CompiledEmail:
     html: Template
     text: Template | None  # None: convert the rendered HTML per recipient
     text_generated: bool
+    # True: every href value goes through the link filter while rendering; False (a source
+    # whose Jinja cannot be wrapped that way): the rendered HTML is scanned for links.
+    links_in_template: bool
 
 
 @functools.lru_cache(maxsize=256)
@@ -699,8 +743,7 @@ def _compiled(
     themselves, so a stale key can never serve other content.
     """
     protected = _protect(html)
-    inlined = _inline_css(_normalise_hrefs(protected.text))
-    html_template = _compile_part(protected.restore(inlined), env=html_environment, part="HTML")
+    html_template, links_in_template = _compiled_html(protected)
     text_template: Template | None
     if text is not None and text.strip():
         text_template = _compile_part(text, env=text_environment, part="text")
@@ -719,7 +762,28 @@ def _compiled(
         html=html_template,
         text=text_template,
         text_generated=not (text and text.strip()),
+        links_in_template=links_in_template,
     )
+
+
+def _compiled_html(protected: _Protected) -> tuple[Template, bool]:
+    """The HTML template with CSS inlined and every href value wrapped in the link filter:
+    href="{% filter _funnelwerk_link %}...{% endfilter %}". The link tracking then costs one
+    filter call per link while rendering instead of a scan of the whole rendered mail per
+    recipient (bench/render.py). Autoescaping keeps contact data from adding links of its
+    own, so the source's href attributes are all the links there are. A source whose Jinja
+    cannot be wrapped (a statement opened in one href value and closed outside it) is compiled
+    as written; its links are found by the scan. Returns (template, whether wrapped)."""
+    fragments = [*protected.fragments, f"{{% filter {_LINK_FILTER} %}}", "{% endfilter %}"]
+    wrapped = _Protected(protected.text, fragments, protected.statements, protected.closing)
+    opening = f"{_OPEN}{len(fragments) - 2}{_CLOSE}"
+    closing = f"{_OPEN}{len(fragments) - 1}{_CLOSE}"
+    try:
+        inlined = _inline_css(_normalise_hrefs(protected.text, (opening, closing)))
+        return _compile(wrapped.restore(inlined), env=mail_html_environment), True
+    except ApplicationError:
+        inlined = _inline_css(_normalise_hrefs(protected.text))
+        return _compile_part(protected.restore(inlined), env=html_environment, part="HTML"), False
 
 
 def _compile_part(source: str, *, env: _MailSandbox, part: str) -> Template:
@@ -736,12 +800,15 @@ _ATTRIBUTE_START = frozenset(" \t\n\r\f")
 _NEEDS_ESCAPE = re.compile("[&<>\"']")
 
 
-def _normalise_hrefs(text: str) -> str:
+def _normalise_hrefs(text: str, wrap: tuple[str, str] = ("", "")) -> str:
     """Write every href attribute of a protected source as href="..." (lower case, double
-    quotes), so that the link rewriter finds them per recipient with a fast literal search."""
+    quotes), its value between the two parts of `wrap` (the placeholders of the link filter's
+    {% filter %} and {% endfilter %}, see _compiled)."""
+    opening, closing = wrap
 
     def quoted(match: re.Match[str]) -> str:
-        return f'href="{match.group(1) or match.group(2) or match.group(3) or ""}"'
+        value = match.group(1) or match.group(2) or match.group(3) or ""
+        return f'href="{opening}{value}{closing}"'
 
     def normalise(tag: re.Match[str]) -> str:
         attrs = tag.group("attrs")
@@ -752,6 +819,20 @@ def _normalise_hrefs(text: str) -> str:
         return whole[:start] + _SOURCE_HREF.sub(quoted, attrs) + whole[end:]
 
     return _MARKUP.sub(normalise, text)
+
+
+def _link_target(value: str) -> str:
+    """The http(s) URL of a rendered href value (HTML-escaped), else ""."""
+    url = value
+    if "&" in url:
+        # Jinja escapes & as &amp;; anything else (&#39;, &lt;) takes the full unescape.
+        bare = url.replace("&amp;", "&")
+        url = html_lib.unescape(url) if "&" in url.replace("&amp;", "") else bare
+    if not url.startswith(("https://", "http://")):
+        url = url.strip()
+        if not url[:8].lower().startswith(("https://", "http://")):
+            url = ""
+    return url
 
 
 def _rewrite_links(html: str, rewriter: LinkRewriter, *, keep: str) -> str:
@@ -776,15 +857,8 @@ def _rewrite_links(html: str, rewriter: LinkRewriter, *, keep: str) -> str:
             previous = piece
             continue
         previous = piece
-        value = url = piece[:end]
-        if "&" in url:
-            # Jinja escapes & as &amp;; anything else (&#39;, &lt;) takes the full unescape.
-            bare = url.replace("&amp;", "&")
-            url = html_lib.unescape(url) if "&" in url.replace("&amp;", "") else bare
-        if not url.startswith(("https://", "http://")):
-            url = url.strip()
-            if not url[:8].lower().startswith(("https://", "http://")):
-                url = ""
+        value = piece[:end]
+        url = _link_target(value)
         if not url or url == keep:
             new_value = value
         else:
@@ -925,14 +999,21 @@ def render_email(
             else _render(compiled.subject, context, part="subject")
         ).split()
     )
-    rendered_html = _render(compiled.html, context, part="HTML")
+    in_template = link_rewriter is not None and compiled.links_in_template
+    tracking = _link_tracking.set(
+        _LinkTracking(link_rewriter, unsubscribe) if in_template and link_rewriter else None
+    )
+    try:
+        rendered_html = _render(compiled.html, context, part="HTML")
+    finally:
+        _link_tracking.reset(tracking)
     if compiled.text is None:
         rendered_text = html_to_text(rendered_html)
     elif compiled.text_generated:
         rendered_text = _tidy_text(_render(compiled.text, context, part="text"), spaces=False)
     else:
         rendered_text = _render(compiled.text, context, part="text").strip()
-    if link_rewriter is not None:
+    if link_rewriter is not None and not compiled.links_in_template:
         rendered_html = _rewrite_links(rendered_html, link_rewriter, keep=unsubscribe)
 
     html_footer, text_footer = _footers(

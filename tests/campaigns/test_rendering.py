@@ -512,6 +512,85 @@ def test_the_link_rewriter_skips_unsubscribe_mailto_and_tel(grace: Contact) -> N
     )
 
 
+def _recording() -> tuple[list[tuple[str, int]], rendering.LinkRewriter]:
+    calls: list[tuple[str, int]] = []
+
+    def rewriter(url: str, position: int) -> str:
+        calls.append((url, position))
+        return f"https://t.example.com/c/{position}"
+
+    return calls, rewriter
+
+
+def test_links_made_in_loops_and_branches_are_rewritten_in_document_order(grace: Contact) -> None:
+    # given links built from contact data in a loop and in a branch, and an unsubscribe link
+    html = (
+        "{% for city in ['Köln', 'Wien'] %}"
+        '<a href="https://shop.example.com/{{ city }}?p={{ contact.attributes.plan }}">'
+        "{{ city }}</a>"
+        "{% endfor %}"
+        "<a href=\"{% if contact.attributes.plan == 'gold' %}https://gold.example.com"
+        '{% else %}https://free.example.com{% endif %}">Plan</a>'
+        '<a href="{{ links.unsubscribe_url }}">Leave</a>'
+    )
+    calls, rewriter = _recording()
+
+    # when it is rendered
+    rendered = render(html, grace, link_rewriter=rewriter)
+
+    # then each rendered link went through the rewriter once, counted in document order
+    assert calls == [
+        ("https://shop.example.com/Köln?p=gold", 0),
+        ("https://shop.example.com/Wien?p=gold", 1),
+        ("https://gold.example.com", 2),
+    ]
+    assert body(rendered).startswith(
+        '<a href="https://t.example.com/c/0">Köln</a><a href="https://t.example.com/c/1">Wien</a>'
+        '<a href="https://t.example.com/c/2">Plan</a>'
+        f'<a href="{unsubscribe_url(grace)}">Leave</a>'
+    )
+
+
+def test_contact_data_cannot_smuggle_a_link_past_the_rewriter(
+    grace: Contact, acme: Workspace
+) -> None:
+    # given a contact whose attribute holds markup with a link
+    grace.attributes["note"] = '<a href="https://evil.example.com">x</a>'
+    calls, rewriter = _recording()
+
+    # when it is printed in the mail
+    rendered = render("<p>{{ contact.attributes.note }}</p>", grace, link_rewriter=rewriter)
+
+    # then it is text, not a link
+    assert calls == []
+    assert "&lt;a href=&#34;https://evil.example.com&#34;&gt;" in body(rendered)
+
+
+def test_a_link_whose_jinja_spans_the_attribute_is_still_rewritten(grace: Contact) -> None:
+    # given hrefs whose if is opened inside one attribute and closed after the next tag
+    html = (
+        "<a href=\"{% if contact.attributes.plan == 'gold' %}https://vip.example.com\">VIP</a>"
+        '{% else %}https://shop.example.com">Shop</a>{% endif %}'
+        '<a href="https://shop.example.com/help">Help</a>'
+    )
+    calls, rewriter = _recording()
+
+    # when it is rendered
+    rendered = render(html, grace, link_rewriter=rewriter)
+
+    # then its links went through the rewriter all the same (the rendered mail is scanned)
+    assert calls == [("https://vip.example.com", 0), ("https://shop.example.com/help", 1)]
+    assert body(rendered).startswith(
+        '<a href="https://t.example.com/c/0">VIP</a><a href="https://t.example.com/c/1">Help</a>'
+    )
+
+
+def test_the_link_filter_is_not_for_authors() -> None:
+    with pytest.raises(ApplicationError) as error:
+        check_template("<a href=\"{{ 'https://x.example'|_funnelwerk_link }}\">x</a>")
+    assert "_funnelwerk_link" in error.value.message
+
+
 # --- message_email and the preview -------------------------------------------------------------
 
 STEP: dict[str, Any] = {
