@@ -278,6 +278,12 @@ def _compile(source: str, *, env: _MailSandbox) -> Template:
                 _("line %(line)d: templates cannot include or import other templates")
                 % {"line": node.lineno}
             )
+        for node in tree.find_all(nodes.EvalContextModifier):
+            # {% autoescape false %} would print contact data as markup (and its links past
+            # the click tracking): what contacts type stays text.
+            raise ApplicationError(
+                _("line %(line)d: templates cannot switch escaping off") % {"line": node.lineno}
+            )
         return env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise ApplicationError(f"line {exc.lineno}: {exc.message}") from exc

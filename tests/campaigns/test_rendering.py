@@ -585,6 +585,12 @@ def test_a_link_whose_jinja_spans_the_attribute_is_still_rewritten(grace: Contac
     )
 
 
+def test_templates_cannot_switch_escaping_off() -> None:
+    with pytest.raises(ApplicationError) as error:
+        check_template("<p>\n{% autoescape false %}{{ contact.first_name }}{% endautoescape %}")
+    assert error.value.message == "line 2: templates cannot switch escaping off"
+
+
 def test_the_link_filter_is_not_for_authors() -> None:
     with pytest.raises(ApplicationError) as error:
         check_template("<a href=\"{{ 'https://x.example'|_funnelwerk_link }}\">x</a>")
