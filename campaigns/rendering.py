@@ -52,6 +52,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
+from markupsafe import Markup
 from markupsafe import escape as markup_escape
 
 from contacts.mails import sender_of
@@ -258,7 +259,9 @@ def _tracked_link(value: Any) -> Any:
         return value
     new_value = tracking.rewriter(url, tracking.position)
     tracking.position += 1
-    return markup_escape(new_value)
+    if _NEEDS_ESCAPE.search(new_value):
+        return markup_escape(new_value)
+    return Markup(new_value)  # noqa: S704 (nothing in it to escape: checked above)
 
 
 mail_html_environment = _environment(autoescape=True)
