@@ -254,7 +254,9 @@ def _tracked_link(value: Any) -> Any:
     tracking = _link_tracking.get()
     if tracking is None:
         return value
-    url = _link_target(str(value))
+    url = str(value)
+    if "&" in url or not url.startswith(("https://", "http://")):
+        url = _link_target(url)
     if not url or url == tracking.keep:
         return value
     new_value = tracking.rewriter(url, tracking.position)
