@@ -43,7 +43,6 @@ from urllib.parse import urlsplit
 
 import css_inline
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.utils import translation
 from django.utils.translation import gettext as _
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes, pass_context
@@ -60,7 +59,7 @@ from contacts.models import Contact
 from contacts.subscriptions import unsubscribe_url
 from core.exceptions import ApplicationError
 from core.languages import first_supported_language
-from core.mail import tag_workspace
+from core.mail import MultipartEmail, tag_workspace
 from core.models import Workspace
 
 if TYPE_CHECKING:
@@ -1081,7 +1080,7 @@ def _from_address(workspace: Workspace, from_name: str | None) -> str:
 
 def message_email(
     *, message: Message, step: dict[str, Any], tracking: MailTracking | None = None
-) -> EmailMultiAlternatives:
+) -> MultipartEmail:
     """The mail of one Message of a sequence step (or broadcast content in the same shape).
 
     Load the message with select_related("workspace", "contact", "enrollment__sequence") and
@@ -1109,7 +1108,7 @@ def message_email(
         pixel_url=tracking.pixel_url if tracking else None,
         trap_url=tracking.trap_url if tracking else None,
     )
-    email = EmailMultiAlternatives(
+    email = MultipartEmail(
         subject=rendered.subject,
         body=rendered.text,
         from_email=_from_address(workspace, step.get("from_name")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from email.utils import parseaddr
 from typing import Any
@@ -10,6 +11,21 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 
 WORKSPACE_ATTRIBUTE = "funnelwerk_workspace_id"
+
+
+class MultipartEmail(EmailMultiAlternatives):
+    """A mail with alternatives whose MIME boundary we choose: a random 128-bit one.
+
+    The standard library's generator makes up a boundary per mail and searches every part for
+    it (a regular expression compiled per mail, a scan of the whole body) so that it cannot
+    occur in them; a random 128-bit boundary cannot occur by chance, so the search is left
+    out (a fifth of the time it takes to write a marketing mail as bytes, bench/send.py)."""
+
+    def message(self, *args: Any, **kwargs: Any) -> Any:
+        mime = super().message(*args, **kwargs)
+        if mime.is_multipart() and mime.get_boundary() is None:
+            mime.set_boundary(f"=_fw_{uuid.uuid4().hex}")
+        return mime
 
 
 def tag_workspace(message: EmailMessage, workspace_id: object) -> EmailMessage:

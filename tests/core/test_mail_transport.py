@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from email import message_from_bytes
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -11,7 +12,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.test import override_settings
 
 from config.env import ConfigurationError, parse_email_url
-from core.mail import tag_workspace
+from core.mail import MultipartEmail, tag_workspace
 from core.models import OutboxMessage
 
 
@@ -142,3 +143,23 @@ def test_invitations_go_out_through_a_real_smtp_server_on_loopback(
     }
     assert set(parts) == {"text/plain", "text/html"}
     assert "/invitations/" in parts["text/plain"]
+
+
+def test_a_multipart_mail_gets_a_random_boundary_and_parses_back():
+    def mail() -> MultipartEmail:
+        built = MultipartEmail(
+            subject="Grüße", body="Hallo ✓\n--plain", to=["ann@example.org"], from_email="a@b.c"
+        )
+        built.attach_alternative("<p>Hallo ✓</p>", "text/html")
+        return built
+
+    first, second = mail().message(), mail().message()
+    assert first.get_boundary().startswith("=_fw_")
+    assert first.get_boundary() != second.get_boundary()
+    parsed = message_from_bytes(first.as_bytes())
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = [
+        (part.get_content_type(), part.get_payload(decode=True).decode())
+        for part in parsed.get_payload()
+    ]
+    assert parts == [("text/plain", "Hallo ✓\n--plain"), ("text/html", "<p>Hallo ✓</p>")]
