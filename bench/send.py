@@ -11,7 +11,8 @@ Run by hand (it creates and drops its own database, funnelwerk_bench_send by def
   campaigns.rendering.message_email -> SMTP sink on loopback -> acceptance committed, by the
   real campaigns.sending.messages_send in `--workers` processes (each its own database
   connection) taking batches of `--batch` ids from a shared queue.
-- sink-only: the same number of prebuilt EmailMessages over one SMTP connection to the sink.
+- sink-only: the same number of prebuilt mails (core.mail.MultipartEmail, as the send path
+  builds them) over one SMTP connection to the sink.
 
 The sink is aiosmtpd in its own process with a handler that only counts, or (--sink minimal)
 the minimal asyncio sink of bench/smtp_sink.py in --sink-processes processes on one port.
@@ -209,12 +210,15 @@ def end_to_end(port: int, ids: list[str], workers: int, batch_size: int) -> tupl
 
 
 def sink_only(count: int) -> float:
-    """The same number of prebuilt mails over one SMTP connection."""
-    from django.core.mail import EmailMultiAlternatives, get_connection
+    """The same number of prebuilt mails over one SMTP connection: the mail class the send
+    path builds (core.mail.MultipartEmail, so both write MIME the same way)."""
+    from django.core.mail import get_connection
+
+    from core.mail import MultipartEmail
 
     mails = []
     for number in range(count):
-        mail = EmailMultiAlternatives(
+        mail = MultipartEmail(
             subject=f"Hello Reader{number}",
             body=f"Hello Reader{number}",
             from_email="Bench <bench@example.com>",
