@@ -59,6 +59,7 @@ from contacts.models import Contact, ContactStatus, Suppression
 from contacts.selectors import contact_is_mailable
 from core.mail import tag_workspace
 from core.models import Workspace
+from core.prepared import PreparedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -302,8 +303,8 @@ def _record_accepted_sql() -> str:
     )
 
 
-_CLAIM_IF_MAILABLE_SQL = _claim_if_mailable_sql()
-_RECORD_ACCEPTED_SQL = _record_accepted_sql()
+_CLAIM_IF_MAILABLE = PreparedStatement("funnelwerk_claim_if_mailable", _claim_if_mailable_sql())
+_RECORD_ACCEPTED = PreparedStatement("funnelwerk_record_accepted", _record_accepted_sql())
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ def _accepted_params(accepted: _Accepted) -> list[Any]:
 def _execute_accepted(cursor: Any, accepted: _Accepted) -> None:
     # Unconditional on status: the mail *was* accepted, and recording it is what stops any
     # later resend, whatever happened to the row meanwhile.
-    cursor.execute(_RECORD_ACCEPTED_SQL, _accepted_params(accepted))
+    cursor.execute(_RECORD_ACCEPTED.sql_to_run(), _accepted_params(accepted))
 
 
 def _record_accepted(accepted: _Accepted) -> None:
@@ -377,9 +378,10 @@ def _claim_if_mailable(message: Message, now: datetime, accepted: _Accepted | No
         _db_uuid(message.workspace_id),
         Suppression.hash_email(message.contact.email),
     ]
+    claim = _CLAIM_IF_MAILABLE.sql_to_run()
     if accepted is None:
         with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_IF_MAILABLE_SQL, params)
+            cursor.execute(claim, params)
             return bool(cursor.rowcount == 1)
     if connection.vendor == "postgresql":
         # Both statements in one query: PostgreSQL runs the statements of one query string in
@@ -388,13 +390,12 @@ def _claim_if_mailable(message: Message, now: datetime, accepted: _Accepted | No
         # delay on a busy machine: bench/send.py). rowcount is the last statement's, the claim's.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"{_RECORD_ACCEPTED_SQL}; {_CLAIM_IF_MAILABLE_SQL}",
-                _accepted_params(accepted) + params,
+                f"{_RECORD_ACCEPTED.sql_to_run()}; {claim}", _accepted_params(accepted) + params
             )
             return bool(cursor.rowcount == 1)
     with transaction.atomic(), connection.cursor() as cursor:
         _execute_accepted(cursor, accepted)
-        cursor.execute(_CLAIM_IF_MAILABLE_SQL, params)
+        cursor.execute(claim, params)
         return bool(cursor.rowcount == 1)
 
 

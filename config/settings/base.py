@@ -98,6 +98,9 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The send path's statements are prepared once per PostgreSQL session (core.prepared); off
+# behind a pooler in transaction mode, which gives each transaction another session.
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
