@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import json
+import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core import signing
 
 
@@ -13,8 +19,21 @@ class TokenPurpose:
     UNSUBSCRIBE = "funnelwerk.contacts.unsubscribe"
 
 
+@functools.lru_cache(maxsize=32)
+def _key(purpose: str, secret: str) -> bytes:
+    # django.core.signing's key for a salt: salted_hmac(salt + "signer", ..., secret).
+    return hashlib.sha256(f"{purpose}signer{secret}".encode()).digest()
+
+
 def token_make(*, purpose: str, value: str) -> str:
-    return signing.dumps(value, salt=purpose, compress=False)
+    """`value` signed for `purpose`: the very token django.core.signing.dumps(value,
+    salt=purpose) makes (a test holds the two together; token_read is Django's), with the key
+    derived once per purpose instead of per token. The send path makes one per mail (the
+    unsubscribe link): a third of the time."""
+    data = signing.b64_encode(json.dumps(value, separators=(",", ":")).encode("latin-1"))
+    signed = f"{data.decode()}:{signing.b62_encode(int(time.time()))}"
+    digest = hmac.digest(_key(purpose, settings.SECRET_KEY), signed.encode(), "sha256")
+    return f"{signed}:{signing.b64_encode(digest).decode()}"
 
 
 def token_read(*, purpose: str, token: str, max_age: timedelta | None = None) -> str | None:
