@@ -3,19 +3,15 @@ database until the receiver answers 2xx or 24 hours have passed.
 
 The tick that reaches a webhook step creates its StepWebhookDelivery row in the tick's own
 transaction (unique per enrollment and step) and, after commit, hands the batch's new rows to
-ONE task (campaigns.step_webhooks_send). A failed try sets `next_attempt_at` after 1, 2, 4 ...
-minutes, at most an hour apart (funnel.webhooks.retry_delay: the same policy as the outgoing
-webhooks of API.md); the beat task campaigns.step_webhooks_due picks due rows up. No Celery
-ETA or countdown: the wait lives in the row, so it survives restarts and never outlasts the
-broker's visibility timeout. After 24 hours the delivery fails for good with the last reason,
-which the builder shows at the step. A URL that can never be called (not https, a private
-address) fails at once.
+ONE task (campaigns.step_webhooks_send). Claiming, backoff and the 24-hour window are those of
+the outgoing webhooks (funnel.delivery_tries: 1, 2, 4 ... minutes, at most an hour apart); the
+beat task campaigns.step_webhooks_due picks due rows up. After 24 hours the delivery fails for
+good with the last reason, which the builder shows at the step. A URL that can never be called
+(not https, a private address) fails at once.
 
-A try is claimed first by pushing `next_attempt_at` out by a lease (a conditional UPDATE), so
-two workers never post the same try; a worker that dies mid-try leaves the row due again once
-the lease ends. A receiver may still get a try twice (a 2xx lost on the way back), so every
-body carries the delivery's id, also in the header X-Funnelwerk-Delivery, to deduplicate.
-The run itself does not wait for the webhook: it moves on at once, as before.
+A receiver may still get a try twice (a 2xx lost on the way back), so every body carries the
+delivery's id, also in the header X-Funnelwerk-Delivery, to deduplicate. The run itself does
+not wait for the webhook: it moves on at once.
 """
 
 from __future__ import annotations
@@ -28,26 +24,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from campaigns.models import Enrollment, StepWebhookDelivery, StepWebhookStatus
 from campaigns.models import Sequence as SequenceModel
 from funnel import outbound_http
-from funnel.webhooks import CLAIM_LEASE, RETRY_WINDOW, retry_delay
+from funnel.delivery_tries import DUE_BATCH, TryOutcome, next_try_at, tries_due, tries_send
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "Funnelwerk-Sequences/1"
-DUE_BATCH = 100
 UNSENT = (StepWebhookStatus.PENDING, StepWebhookStatus.RETRYING)
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    delivered: int = 0
-    failed: int = 0
 
 
 def step_webhook_deliveries_create(
@@ -89,52 +78,20 @@ def schedule_send(delivery_ids: list[str]) -> None:
     transaction.on_commit(lambda: step_webhooks_send_task.delay(ids))
 
 
-def _claim(delivery_ids: Sequence[str | uuid.UUID], now: dt.datetime) -> list[uuid.UUID]:
-    """Take the due deliveries among these: one conditional UPDATE per row pushes
-    next_attempt_at out by the lease, so exactly one worker wins each try."""
-    claimed = []
-    rows = StepWebhookDelivery.objects.filter(
-        pk__in=list(delivery_ids), status__in=UNSENT, next_attempt_at__lte=now
-    ).values_list("pk", "next_attempt_at")
-    for delivery_id, due_at in rows:
-        if StepWebhookDelivery.objects.filter(
-            pk=delivery_id, status__in=UNSENT, next_attempt_at=due_at
-        ).update(next_attempt_at=now + CLAIM_LEASE):
-            claimed.append(delivery_id)
-    return claimed
+def _unsent() -> QuerySet[StepWebhookDelivery]:
+    return StepWebhookDelivery.objects.filter(status__in=UNSENT)
 
 
-def step_webhooks_send(*, delivery_ids: Sequence[str | uuid.UUID]) -> SendOutcome:
+def step_webhooks_send(*, delivery_ids: Sequence[str | uuid.UUID]) -> TryOutcome:
     """Try these deliveries if they are due (others are left alone). Safe to run twice and
-    concurrently: each try is claimed first."""
-    with transaction.atomic():
-        claimed = _claim(delivery_ids, timezone.now())
-    return _attempt_all(claimed)
+    concurrently: each try is claimed first (funnel.delivery_tries)."""
+    return tries_send(unsent=_unsent(), ids=delivery_ids, attempt=_attempt)
 
 
-def step_webhooks_due(*, limit: int = DUE_BATCH) -> SendOutcome:
+def step_webhooks_due(*, limit: int = DUE_BATCH) -> TryOutcome:
     """Beat: try up to `limit` deliveries whose next try is due, oldest first (retries, and
     first tries whose task was lost or whose worker died)."""
-    now = timezone.now()
-    with transaction.atomic():
-        due = list(
-            StepWebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status__in=UNSENT, next_attempt_at__lte=now)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        claimed = _claim(due, now)
-    return _attempt_all(claimed)
-
-
-def _attempt_all(claimed: list[uuid.UUID]) -> SendOutcome:
-    delivered = failed = 0
-    for delivery_id in claimed:
-        if _attempt(delivery_id):
-            delivered += 1
-        else:
-            failed += 1
-    return SendOutcome(delivered=delivered, failed=failed)
+    return tries_due(unsent=_unsent(), limit=limit, attempt=_attempt)
 
 
 def _attempt(delivery_id: uuid.UUID) -> bool:
@@ -207,9 +164,9 @@ def _record(
         )
         return
     reason = result.error or _("The receiver did not answer with 2xx.")
-    deadline = delivery.created_at + RETRY_WINDOW
     attempts = delivery.attempts + 1
-    if now >= deadline:
+    next_try = next_try_at(created_at=delivery.created_at, attempts=attempts, now=now)
+    if next_try is None:
         unsent.update(
             status=StepWebhookStatus.FAILED,
             next_attempt_at=None,
@@ -221,10 +178,9 @@ def _record(
         )
         logger.warning("webhook step %s of %s gave up: %s", delivery.step_key, delivery.pk, reason)
         return
-    # The last try falls on the deadline, so the 24 hours are really used.
     unsent.update(
         status=StepWebhookStatus.RETRYING,
-        next_attempt_at=min(now + retry_delay(attempts), deadline),
+        next_attempt_at=next_try,
         error=reason[:1000],
         **common,
     )
@@ -289,11 +245,10 @@ def step_webhook_deliver_legacy(*, enrollment_id: str, step_key: str) -> bool:
             workspace_ids={enrollment.pk: enrollment.workspace_id},
             calls=[(enrollment.pk, step_key)],
         )
-    return step_webhooks_send(delivery_ids=ids).delivered == 1
+    return step_webhooks_send(delivery_ids=ids).succeeded == 1
 
 
 __all__ = [
-    "SendOutcome",
     "StepWebhookSummary",
     "schedule_send",
     "step_webhook_deliver_legacy",

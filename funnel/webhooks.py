@@ -16,7 +16,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from django.utils.translation import gettext as _
 from core.exceptions import ApplicationError
 from core.models import Workspace
 from funnel import outbound_http
+from funnel.delivery_tries import DUE_BATCH, TryOutcome, next_try_at, tries_due, tries_send
 from funnel.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -48,14 +48,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105  (a public prefix, not a secret)
 USER_AGENT = "Funnelwerk-Webhooks/1"
 MAX_ENDPOINTS_PER_WORKSPACE = 20
 
-FIRST_RETRY = timedelta(minutes=1)
-MAX_RETRY_GAP = timedelta(hours=1)
-RETRY_WINDOW = timedelta(hours=24)
 DISABLE_AFTER = timedelta(hours=24)
-# A claimed delivery is invisible to other workers for this long; if the worker dies, the beat
-# picks it up again afterwards. Longer than one try can take (5 s connect + 10 s read).
-CLAIM_LEASE = timedelta(minutes=2)
-DUE_BATCH = 100
 
 _UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
@@ -257,68 +250,20 @@ def signature_for(*, secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).hexdigest()
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Wait after the `attempts`-th failed try: 1, 2, 4, 8 ... minutes, at most one hour."""
-    exponent = min(max(attempts - 1, 0), 16)
-    return min(FIRST_RETRY * (2**exponent), MAX_RETRY_GAP)
+def _unsent() -> QuerySet[WebhookDelivery]:
+    return WebhookDelivery.objects.filter(status__in=_UNSENT)
 
 
-def _claim(delivery_ids: Sequence[str | uuid.UUID], now: datetime) -> list[uuid.UUID]:
-    """Take the due deliveries among these for this worker: one conditional UPDATE per row
-    (pushing next_attempt_at out by the lease) so two workers never send the same try; on
-    PostgreSQL the caller has already skipped rows locked by others."""
-    claimed = []
-    rows = WebhookDelivery.objects.filter(
-        pk__in=list(delivery_ids), status__in=_UNSENT, next_attempt_at__lte=now
-    ).values_list("pk", "next_attempt_at")
-    for delivery_id, due_at in rows:
-        if WebhookDelivery.objects.filter(
-            pk=delivery_id, status__in=_UNSENT, next_attempt_at=due_at
-        ).update(next_attempt_at=now + CLAIM_LEASE):
-            claimed.append(delivery_id)
-    return claimed
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    succeeded: int = 0
-    failed: int = 0
-
-
-def deliveries_send(*, delivery_ids: Sequence[str | uuid.UUID]) -> SendOutcome:
+def deliveries_send(*, delivery_ids: Sequence[str | uuid.UUID]) -> TryOutcome:
     """Send these deliveries if they are due (others are left alone). Safe to run twice and
-    concurrently: each try is claimed first."""
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = _claim(delivery_ids, now)
-    succeeded = failed = 0
-    for delivery_id in claimed:
-        if _attempt(delivery_id):
-            succeeded += 1
-        else:
-            failed += 1
-    return SendOutcome(succeeded=succeeded, failed=failed)
+    concurrently: each try is claimed first (funnel.delivery_tries)."""
+    return tries_send(unsent=_unsent(), ids=delivery_ids, attempt=_attempt)
 
 
-def deliveries_due(*, limit: int = DUE_BATCH) -> SendOutcome:
+def deliveries_due(*, limit: int = DUE_BATCH) -> TryOutcome:
     """Beat: send up to `limit` deliveries whose next try is due, oldest first (retries, and
     first tries whose task was lost)."""
-    now = timezone.now()
-    with transaction.atomic():
-        due = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status__in=_UNSENT, next_attempt_at__lte=now)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        claimed = _claim(due, now)
-    succeeded = failed = 0
-    for delivery_id in claimed:
-        if _attempt(delivery_id):
-            succeeded += 1
-        else:
-            failed += 1
-    return SendOutcome(succeeded=succeeded, failed=failed)
+    return tries_due(unsent=_unsent(), limit=limit, attempt=_attempt)
 
 
 def _attempt(delivery_id: uuid.UUID) -> bool:
@@ -373,7 +318,6 @@ def _record(
         duration_ms=max(result.duration_ms, 0),
     )
     now = timezone.now()
-    attempts = delivery.attempts + 1
     if result.ok:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             status=DeliveryStatus.SUCCEEDED,
@@ -385,17 +329,14 @@ def _record(
             failing_since=None
         )
         return
-    deadline = delivery.created_at + RETRY_WINDOW
-    if delivery.event_type == PING or now >= deadline:
+    next_try = next_try_at(created_at=delivery.created_at, attempts=delivery.attempts + 1, now=now)
+    if delivery.event_type == PING or next_try is None:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             status=DeliveryStatus.FAILED, attempts=F("attempts") + 1, next_attempt_at=None
         )
     else:
-        # The last try falls exactly on the deadline, so 24 hours are really used.
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            status=DeliveryStatus.RETRYING,
-            attempts=F("attempts") + 1,
-            next_attempt_at=min(now + retry_delay(attempts), deadline),
+            status=DeliveryStatus.RETRYING, attempts=F("attempts") + 1, next_attempt_at=next_try
         )
     if delivery.event_type == PING:
         # A failing test does not start or extend the endpoint's failure streak.

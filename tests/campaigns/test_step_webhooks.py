@@ -147,12 +147,12 @@ def test_a_failed_call_is_retried_from_its_row_and_the_run_goes_on(
 
         # when the beat looks before the minute is up, nothing is tried
         clock.move_to(T0 + dt.timedelta(seconds=59))
-        assert step_webhooks_due().delivered == 0
+        assert step_webhooks_due().succeeded == 0
         assert len(receiver.requests) == 1
 
         # and at the minute, the retry goes through
         clock.move_to(T0 + dt.timedelta(minutes=1))
-        assert step_webhooks_due().delivered == 1
+        assert step_webhooks_due().succeeded == 1
 
     delivery.refresh_from_db()
     assert delivery.status == StepWebhookStatus.DELIVERED
@@ -216,7 +216,7 @@ def test_a_url_that_can_never_be_called_fails_at_once_without_a_request(
         enrollment_create(sequence=sequence, contact=subscriber)
         run_tick(django_capture_on_commit_callbacks)
         clock.move_to(T0 + dt.timedelta(hours=1))
-        assert step_webhooks_due().delivered == 0
+        assert step_webhooks_due().succeeded == 0
 
     delivery = StepWebhookDelivery.objects.get()
     assert delivery.status == StepWebhookStatus.FAILED
@@ -240,7 +240,7 @@ def test_each_run_owes_one_call_however_often_it_is_scheduled(
     resent = step_webhooks_send(delivery_ids=first)
 
     assert first == again and len(first) == 1
-    assert (sent.delivered, resent.delivered) == (1, 0)
+    assert (sent.succeeded, resent.succeeded) == (1, 0)
     assert len(receiver.requests) == 1
     assert StepWebhookDelivery.objects.get().status == StepWebhookStatus.DELIVERED
 

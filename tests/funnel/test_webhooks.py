@@ -23,6 +23,7 @@ from contacts.services import contact_erase, contact_upsert
 from core.exceptions import ApplicationError
 from core.models import Role
 from funnel import webhook_receivers, webhooks
+from funnel.delivery_tries import TryOutcome
 from funnel.models import (
     DeliveryStatus,
     Stage,
@@ -430,7 +431,7 @@ def test_a_delivery_is_sent_once_even_when_the_task_runs_twice(
         outcome = webhooks.deliveries_send(delivery_ids=[delivery.pk])
         webhook_deliveries_due()
 
-    assert outcome == webhooks.SendOutcome(succeeded=0, failed=0)
+    assert outcome == TryOutcome(succeeded=0, failed=0)
     assert len(receiver.requests) == 1
 
 
