@@ -90,7 +90,7 @@ def on_message_milestones(
     sends, deliveries, human opens and clicks, bounces and complaints (machine opens and bot
     clicks are no milestone of these)."""
     from campaigns.models import Message
-    from funnel.webhooks import webhook_enqueue, workspaces_wanting
+    from funnel.webhooks import webhooks_enqueue, workspaces_wanting
 
     event_type = MILESTONE_WEBHOOKS.get(milestone)
     if event_type is None or not message_ids:
@@ -104,24 +104,23 @@ def on_message_milestones(
     workspaces = of_messages & wanting
     if not workspaces:
         return
-    messages = Message.objects.filter(pk__in=message_ids)
+    messages = Message.objects.filter(pk__in=message_ids, workspace_id__in=workspaces)
     field = f"{milestone}_at"
-    for message in messages.filter(workspace_id__in=workspaces).select_related("enrollment"):
+    events = []
+    for message in messages.select_related("enrollment"):
         moment = getattr(message, field)
-        webhook_enqueue(
-            workspace_id=message.workspace_id,
-            event_type=event_type,
-            data={
-                "message": str(message.pk),
-                "contact": str(message.contact_id),
-                "sequence": str(message.enrollment.sequence_id) if message.enrollment else None,
-                "step": message.step_key or None,
-                "broadcast": str(message.broadcast_id) if message.broadcast_id else None,
-                "variant": message.variant,
-                "subject": message.subject,
-                "at": moment.isoformat() if moment else None,
-            },
-        )
+        data = {
+            "message": str(message.pk),
+            "contact": str(message.contact_id),
+            "sequence": str(message.enrollment.sequence_id) if message.enrollment else None,
+            "step": message.step_key or None,
+            "broadcast": str(message.broadcast_id) if message.broadcast_id else None,
+            "variant": message.variant,
+            "subject": message.subject,
+            "at": moment.isoformat() if moment else None,
+        }
+        events.append((message.workspace_id, data))
+    webhooks_enqueue(event_type=event_type, events=events)
 
 
 def connect() -> None:

@@ -38,6 +38,8 @@ from contacts.models import (
 )
 from contacts.subscriptions import SignupContext, list_subscribe, mailing_list_create
 from core.models import TrackingMode, Workspace
+from funnel.models import WebhookDelivery
+from funnel.webhooks import webhook_endpoint_create
 from tests.factories import WorkspaceFactory
 from tracking.esp import _messages_by_esp_id
 from tracking.hits import Hit
@@ -1128,3 +1130,30 @@ def test_the_message_lookup_uses_the_esp_id_index(db):
         cursor.execute("EXPLAIN " + query)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "message_esp_id" in plan, plan
+
+
+def test_a_batch_of_deliveries_reaches_webhooks_in_a_fixed_number_of_queries(
+    client: Client, workspace: Workspace, django_assert_max_num_queries: Any
+) -> None:
+    """message.delivered for every message of a batch: one delivery per message and endpoint,
+    created in bulk (the query count does not grow with the batch)."""
+    webhook_endpoint_create(
+        workspace=workspace, url="https://hooks.example.com/a", events=["message.delivered"]
+    )
+    webhook_endpoint_create(
+        workspace=workspace, url="https://hooks.example.com/b", events=["message.delivered"]
+    )
+    messages = [sent_message(subscriber(workspace), str(uuid.uuid4())) for _ in range(40)]
+    events = [sendgrid_event("delivered", message, T0, response="250 OK") for message in messages]
+
+    with django_assert_max_num_queries(20):
+        assert post_sendgrid(client, events).status_code == 200
+
+    payloads = WebhookDelivery.objects.filter(event_type="message.delivered").values_list(
+        "endpoint__url", "payload"
+    )
+    assert sorted((url, payload["data"]["message"]) for url, payload in payloads) == sorted(
+        (url, str(message.pk))
+        for url in ("https://hooks.example.com/a", "https://hooks.example.com/b")
+        for message in messages
+    )
