@@ -134,14 +134,12 @@ class EspRecordResult:
 
 @dataclass(frozen=True, slots=True)
 class _MessageFacts:
+    """An ESP report's message: what the writer needs of any message (tracking.ingest's
+    MessageFacts) and what the report's effects need."""
+
     id: uuid.UUID
-    workspace_id: uuid.UUID
     contact_id: uuid.UUID
-    sequence_id: uuid.UUID | None
-    step_key: str
-    broadcast_id: uuid.UUID | None
-    variant: int
-    sent_at: datetime | None
+    facts: MessageFacts
     tracking_mode: str
     track_opens: bool
     track_clicks: bool
@@ -402,10 +400,39 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
     found: dict[str, _MessageFacts] = {}
     shared: set[str] = set()
     for row in rows:
-        esp_id = row[0]
+        (
+            esp_id,
+            pk,
+            workspace_id,
+            contact_id,
+            sequence_id,
+            step_key,
+            broadcast_id,
+            variant,
+            sent_at,
+            tracking_mode,
+            track_opens,
+            track_clicks,
+            soft_bounce_limit,
+        ) = row
         if esp_id in found:
             shared.add(esp_id)
-        found[esp_id] = _MessageFacts(*row[1:])
+        found[esp_id] = _MessageFacts(
+            id=pk,
+            contact_id=contact_id,
+            facts=MessageFacts(
+                workspace_id=workspace_id,
+                sent_at=sent_at,
+                sequence_id=sequence_id,
+                step_key=step_key,
+                broadcast_id=broadcast_id,
+                variant=variant,
+            ),
+            tracking_mode=tracking_mode,
+            track_opens=track_opens,
+            track_clicks=track_clicks,
+            soft_bounce_limit=soft_bounce_limit,
+        )
     for esp_id in shared:
         logger.warning("ESP message id %s belongs to several messages: event ignored", esp_id)
         del found[esp_id]
@@ -414,14 +441,15 @@ def _messages_by_esp_id(esp_ids: set[str]) -> dict[str, _MessageFacts]:
 
 def _activity_row(report: EspReport, message: _MessageFacts, recorded_at: datetime) -> ActivityRow:
     """The activity row of a delivery report (not an open or click)."""
+    facts = message.facts
     return ActivityRow(
         key=report.key,
-        workspace_id=message.workspace_id,
+        workspace_id=facts.workspace_id,
         message_id=message.id,
-        sequence_id=message.sequence_id,
-        step_key=message.step_key,
-        broadcast_id=message.broadcast_id,
-        variant=message.variant,
+        sequence_id=facts.sequence_id,
+        step_key=facts.step_key,
+        broadcast_id=facts.broadcast_id,
+        variant=facts.variant,
         kind=report.kind,
         origin=Origin.ESP.value,
         actor=Actor.SERVICE.value,
@@ -457,10 +485,10 @@ def _hit(report: EspReport, message: _MessageFacts) -> Hit | None:
         kind=_HIT_KINDS[report.kind],
         message_id=None if anonymous else message.id,
         source=Source(
-            broadcast_id=message.broadcast_id,
-            sequence_id=message.sequence_id,
-            step_key=message.step_key,
-            variant=message.variant,
+            broadcast_id=message.facts.broadcast_id,
+            sequence_id=message.facts.sequence_id,
+            step_key=message.facts.step_key,
+            variant=message.facts.variant,
         )
         if anonymous
         else None,
@@ -508,14 +536,7 @@ def esp_reports_record(reports: Iterable[EspReport]) -> EspRecordResult:
     new = [(report, message) for report, message in deliveries if report.key in inserted]
     _apply(new)
     known = {
-        message.id: MessageFacts(
-            workspace_id=message.workspace_id,
-            sent_at=message.sent_at,
-            sequence_id=message.sequence_id,
-            step_key=message.step_key,
-            broadcast_id=message.broadcast_id,
-            variant=message.variant,
-        )
+        message.id: message.facts
         for message in messages.values()
         if message.tracking_mode == TrackingMode.PERSONAL
     }
