@@ -555,6 +555,7 @@ def _apply(new: list[tuple[EspReport, _MessageFacts]]) -> None:
     unsubscribes: set[uuid.UUID] = set()
     reported_by: dict[uuid.UUID, str] = {}
     soft_bounced: dict[uuid.UUID, int] = {}
+    bounce_texts: dict[uuid.UUID, str] = {}
     for report, message in sorted(new, key=lambda pair: pair[0].occurred_at):
         reported_by.setdefault(message.contact_id, report.esp)
         milestone = _MILESTONES.get(report.kind)
@@ -562,7 +563,7 @@ def _apply(new: list[tuple[EspReport, _MessageFacts]]) -> None:
             milestones[milestone].setdefault(message.id, report.occurred_at)
         if report.kind == ActivityKind.BOUNCED:
             stops.setdefault(message.contact_id, ContactStatus.BOUNCED)
-            _message_bounced(message.id, report.detail)
+            bounce_texts.setdefault(message.id, report.detail)
         elif report.kind == ActivityKind.COMPLAINED:
             stops[message.contact_id] = ContactStatus.COMPLAINED
         elif report.kind == ActivityKind.UNSUBSCRIBED:
@@ -571,6 +572,8 @@ def _apply(new: list[tuple[EspReport, _MessageFacts]]) -> None:
             soft_bounced[message.contact_id] = message.soft_bounce_limit
     for milestone, times in milestones.items():
         milestones_set(milestone, times)
+    if bounce_texts:
+        _messages_bounced(bounce_texts)
     if soft_bounced:
         for contact_id in _soft_bounce_limit_reached(soft_bounced):
             stops.setdefault(contact_id, ContactStatus.BOUNCED)
@@ -578,11 +581,27 @@ def _apply(new: list[tuple[EspReport, _MessageFacts]]) -> None:
         _contacts_stop(stops=stops, unsubscribes=unsubscribes - set(stops), reported_by=reported_by)
 
 
-def _message_bounced(message_id: uuid.UUID, detail: str) -> None:
-    error = _("Hard bounce reported by the mail service: %(reason)s") % {
-        "reason": detail or _("no reason given")
+def _messages_bounced(texts: Mapping[uuid.UUID, str]) -> None:
+    """The ESP's bounce text as each hard-bounced message's error: one UPDATE for the batch on
+    PostgreSQL."""
+    errors = {
+        message_id: (
+            _("Hard bounce reported by the mail service: %(reason)s")
+            % {"reason": detail or _("no reason given")}
+        )[:DETAIL_LIMIT]
+        for message_id, detail in texts.items()
     }
-    Message.objects.filter(pk=message_id).update(error=error[:DETAIL_LIMIT])
+    if connection.vendor != "postgresql":
+        for message_id, error in errors.items():
+            Message.objects.filter(pk=message_id).update(error=error)
+        return
+    with connection.cursor() as cursor:
+        # Names from the model, every value in a parameter.
+        cursor.execute(
+            f'UPDATE "{Message._meta.db_table}" AS m SET "error" = v.error '  # noqa: S608
+            'FROM unnest(%s::uuid[], %s::text[]) AS v(id, error) WHERE m."id" = v.id',
+            [pg_array(errors), pg_array(errors.values())],
+        )
 
 
 def _soft_bounce_limit_reached(limits: Mapping[uuid.UUID, int]) -> list[uuid.UUID]:
