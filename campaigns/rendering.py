@@ -895,12 +895,35 @@ def _language(contact: Contact, workspace: Workspace) -> str:
 
 def _footers(*, workspace: Workspace, unsubscribe: str, language: str) -> tuple[str, str]:
     """The footer we append to every marketing mail: (HTML, text)."""
+    html_footer, text_footer = _footer_templates(
+        workspace.name, workspace.postal_address, workspace.privacy_policy_url, language
+    )
+    return (
+        html_footer.replace(_UNSUBSCRIBE_SLOT, html_lib.escape(unsubscribe)),
+        text_footer.replace(_UNSUBSCRIBE_SLOT, unsubscribe),
+    )
+
+
+# Where the footer's unsubscribe link goes: a private-use character, which no name, address or
+# URL of a workspace can hold (the footer is built once per workspace and language).
+_UNSUBSCRIBE_SLOT = "\ue002"
+
+
+@functools.lru_cache(maxsize=256)
+def _footer_templates(
+    name: str, postal_address: str, privacy: str, language: str
+) -> tuple[str, str]:
     unsubscribe_label, privacy_label = _footer_labels(language)
-    address_lines = [line.strip() for line in workspace.postal_address.splitlines() if line.strip()]
-    privacy = workspace.privacy_policy_url
+    name = name.replace(_UNSUBSCRIBE_SLOT, "")
+    address_lines = [
+        line.strip().replace(_UNSUBSCRIBE_SLOT, "")
+        for line in postal_address.splitlines()
+        if line.strip()
+    ]
+    privacy = privacy.replace(_UNSUBSCRIBE_SLOT, "")
     link_style = "color:#666666;text-decoration:underline"
     html_links = (
-        f'<a href="{html_lib.escape(unsubscribe)}" style="{link_style}">'
+        f'<a href="{_UNSUBSCRIBE_SLOT}" style="{link_style}">'
         f"{html_lib.escape(unsubscribe_label)}</a>"
     )
     if privacy:
@@ -912,14 +935,14 @@ def _footers(*, workspace: Workspace, unsubscribe: str, language: str) -> tuple[
         '<div class="funnelwerk-footer" style="margin:32px 0 0 0;padding:16px 0 0 0;'
         "border-top:1px solid #dddddd;font-family:Arial,sans-serif;font-size:12px;"
         'line-height:18px;color:#666666;text-align:center">'
-        f'<p style="margin:0 0 8px 0">{html_lib.escape(workspace.name)}<br>'
+        f'<p style="margin:0 0 8px 0">{html_lib.escape(name)}<br>'
         f"{'<br>'.join(html_lib.escape(line) for line in address_lines)}</p>"
         f'<p style="margin:0">{html_links}</p></div>'
     )
-    text_lines = ["--", workspace.name, *address_lines]
+    text_lines = ["--", name, *address_lines]
     if privacy:
         text_lines.append(f"{privacy_label}: {privacy}")
-    text_lines.append(f"{unsubscribe_label}: {unsubscribe}")
+    text_lines.append(f"{unsubscribe_label}: {_UNSUBSCRIBE_SLOT}")
     return html_footer, "\n".join(text_lines)
 
 

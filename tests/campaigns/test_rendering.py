@@ -427,6 +427,32 @@ def test_the_footer_is_in_both_parts(grace: Contact) -> None:
     )
 
 
+def test_the_footer_follows_the_workspace_and_takes_no_link_from_its_name(
+    grace: Contact, acme: Workspace
+) -> None:
+    # given a workspace renamed, moved, and with a private-use character in its name
+    first = render("<p>Hi</p>", grace)
+    acme.name = "Acme \ue002 AG"
+    acme.postal_address = "Hauptstraße 2\n80331 München"
+    acme.save()
+
+    # when its next mail is rendered
+    again = render("<p>Hi</p>", grace)
+
+    # then the footer says so, and the unsubscribe link is only where it belongs
+    url = unsubscribe_url(grace)
+    assert "Acme GmbH" in first.text
+    assert again.text.endswith(
+        "--\nAcme  AG\nHauptstraße 2\n80331 München\n"
+        "Privacy policy: https://example.com/privacy\n"
+        f"Unsubscribe: {url}\n"
+    )
+    assert again.text.count(url) == 1
+    assert (
+        '<p style="margin:0 0 8px 0">Acme  AG<br>Hauptstraße 2<br>80331 München</p>' in again.html
+    )
+
+
 def test_the_footer_speaks_the_contacts_language(acme: Workspace) -> None:
     contact = ContactFactory(workspace=acme, locale="de")
     rendered = render("<p>Hallo</p>", contact)
