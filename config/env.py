@@ -98,7 +98,7 @@ def parse_email_url(url: str, environ: dict[str, str] | None = None) -> EmailTra
         query = parse_qs(parts.query)
         default_port = {"smtp": 25, "smtp+tls": 587, "smtps": 465}[scheme]
         return EmailTransport(
-            backend="django.core.mail.backends.smtp.EmailBackend",
+            backend="core.smtp.SmtpEmailBackend",
             settings={
                 "EMAIL_HOST": parts.hostname,
                 "EMAIL_PORT": parts.port or default_port,

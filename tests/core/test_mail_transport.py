@@ -33,7 +33,7 @@ def test_smtp_urls_carry_host_port_credentials_and_tls_mode():
     starttls = parse_email_url("smtp+tls://u:p@mail.example.com", environ={})
     implicit_tls = parse_email_url("smtps://mail.example.com?timeout=5", environ={})
 
-    assert plain.backend == "django.core.mail.backends.smtp.EmailBackend"
+    assert plain.backend == "core.smtp.SmtpEmailBackend"
     assert plain.settings == {
         "EMAIL_HOST": "mail.example.com",
         "EMAIL_PORT": 2525,
@@ -172,10 +172,7 @@ def test_a_multipart_mail_gets_a_random_boundary_and_parses_back():
 
 @given(
     name=st.sampled_from(["Subject", "From", "To", "List-Unsubscribe", "X-Funnelwerk-Message"]),
-    value=st.text(
-        alphabet=st.characters(max_codepoint=0x7F, exclude_characters="\r\n"), max_size=90
-    )
-    | st.text(max_size=40),
+    value=st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=90) | st.text(max_size=40),
     linesep=st.sampled_from(["\n", "\r\n"]),
 )
 def test_quick_folding_writes_every_header_as_compat32_does(name, value, linesep):
