@@ -772,15 +772,15 @@ def _cancel_unsent(messages: Any, reason: str) -> int:
     )
 
 
-def enrollments_end_for_contact(*, contact_id: str, reason: str = "unsubscribed") -> int:
-    """The contact must get no further marketing mail: end all its active enrollments
-    ("exited") and cancel its messages not yet handed to the mail service. Runs in the
+def enrollments_end_for_contacts(*, contact_ids: list[str], reason: str = "unsubscribed") -> int:
+    """The contacts must get no further marketing mail: end all their active enrollments
+    ("exited") and cancel their messages not yet handed to the mail service. Runs in the
     caller's transaction (the one that unsubscribed). Safe to run twice."""
     now = timezone.now()
-    ended = Enrollment.objects.filter(contact_id=contact_id, status=EnrollmentStatus.ACTIVE).update(
-        status=EnrollmentStatus.EXITED, exit_reason=reason, finished_at=now, next_run_at=None
-    )
-    _cancel_unsent(Message.objects.filter(contact_id=contact_id), f"cancelled: {reason}")
+    ended = Enrollment.objects.filter(
+        contact_id__in=contact_ids, status=EnrollmentStatus.ACTIVE
+    ).update(status=EnrollmentStatus.EXITED, exit_reason=reason, finished_at=now, next_run_at=None)
+    _cancel_unsent(Message.objects.filter(contact_id__in=contact_ids), f"cancelled: {reason}")
     return int(ended)
 
 
@@ -982,7 +982,7 @@ __all__ = [
     "enroll_on_event",
     "enroll_on_list_confirmed",
     "enroll_on_stage_entered",
-    "enrollments_end_for_contact",
+    "enrollments_end_for_contacts",
     "goals_on_event",
     "lists_just_confirmed",
     "message_clicked",

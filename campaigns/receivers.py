@@ -16,9 +16,9 @@ from contacts import signals as contact_signals
 from funnel import signals as funnel_signals
 
 
-def on_contact_unsubscribed(sender: Any, *, contact_id: str, **kwargs: Any) -> None:
+def on_contact_unsubscribed(sender: Any, *, contact_ids: list[str], **kwargs: Any) -> None:
     """Unsubscribed, bounced, complained or erased: stop everything at once."""
-    engine.enrollments_end_for_contact(contact_id=contact_id, reason="unsubscribed")
+    engine.enrollments_end_for_contacts(contact_ids=contact_ids, reason="unsubscribed")
 
 
 def on_contact_subscribed(sender: Any, *, contact_id: str, **kwargs: Any) -> None:

@@ -880,10 +880,7 @@ def _write_rows(run: _Run, rows: list[_Row], outcome: _Outcome) -> list[_Row]:
     _write_tags(run, contact_by_row)
     _write_consents(run, consent_rows, subscriptions, now)
     _write_unsubscribes(run, unsubscribing, now)
-    for contact_id in unsubscribed_signal_ids:
-        signals.contact_unsubscribed.send(
-            sender=Contact, workspace_id=str(workspace.pk), contact_id=contact_id
-        )
+    signals.unsubscribed_announce(workspace_id=workspace.pk, contact_ids=unsubscribed_signal_ids)
     new_ids = {contact.pk for contact in new_contacts}
     for _row, contact in contact_by_row:
         if contact.pk in new_ids:

@@ -61,7 +61,7 @@ def consent_text_version(*, workspace: Workspace, text: str) -> ConsentText:
     return version
 
 
-def consent_record_add(
+def consent_record_build(
     *,
     contact: Contact,
     kind: str,
@@ -77,14 +77,15 @@ def consent_record_add(
     source: str = "",
     recorded_by: str = "",
 ) -> ConsentRecord:
-    """Append one proof of consent (never updated afterwards). A text is stored as its
-    immutable version; the privacy-policy URL defaults to the workspace's."""
+    """One proof of consent, not saved yet (consent_record_add saves it; a batch saves many in
+    one INSERT). A text is stored as its immutable version; the privacy-policy URL defaults to
+    the workspace's."""
     if isinstance(consent_text, str):
         text = consent_text.strip()
         consent_text = (
             consent_text_version(workspace=contact.workspace, text=text) if text else None
         )
-    return ConsentRecord.objects.create(
+    return ConsentRecord(
         workspace_id=contact.workspace_id,
         contact=contact,
         kind=kind,
@@ -102,12 +103,58 @@ def consent_record_add(
     )
 
 
+def consent_record_add(
+    *,
+    contact: Contact,
+    kind: str,
+    occurred_at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str = "",
+    consent_text: str | ConsentText | None = None,
+    privacy_policy_url: str = "",
+    mailing_list: MailingList | None = None,
+    signup_form: SignupForm | None = None,
+    page_url: str = "",
+    utm: Mapping[str, str] | None = None,
+    source: str = "",
+    recorded_by: str = "",
+) -> ConsentRecord:
+    """Append one proof of consent (never updated afterwards); see consent_record_build."""
+    record = consent_record_build(
+        contact=contact,
+        kind=kind,
+        occurred_at=occurred_at,
+        ip=ip,
+        user_agent=user_agent,
+        consent_text=consent_text,
+        privacy_policy_url=privacy_policy_url,
+        mailing_list=mailing_list,
+        signup_form=signup_form,
+        page_url=page_url,
+        utm=utm,
+        source=source,
+        recorded_by=recorded_by,
+    )
+    record.save(force_insert=True)
+    return record
+
+
 def suppression_add(*, workspace: Workspace, email: str, reason: str) -> None:
     """Put the address hash on the workspace's suppression list. Safe to run twice: an
-    address already there keeps its first reason (INSERT ... ON CONFLICT DO NOTHING, one
-    statement where get_or_create took four)."""
+    address already there keeps its first reason."""
+    suppressions_add(addresses=[(workspace.pk, email)], reason=reason)
+
+
+def suppressions_add(*, addresses: Iterable[tuple[Any, str]], reason: str) -> None:
+    """suppression_add for many (workspace id, address) pairs: one INSERT ... ON CONFLICT DO
+    NOTHING (get_or_create took four statements per address)."""
     Suppression.objects.bulk_create(
-        [Suppression(workspace=workspace, email_hash=Suppression.hash_email(email), reason=reason)],
+        [
+            Suppression(
+                workspace_id=workspace_id, email_hash=Suppression.hash_email(email), reason=reason
+            )
+            for workspace_id, email in addresses
+        ],
         ignore_conflicts=True,
     )
 
@@ -223,7 +270,7 @@ def contact_change_status(
             )
         contact.status = ContactStatus.NOT_SUBSCRIBED
         contact.save(update_fields=["status", "updated_at"])
-        signals.announce(signals.contact_unsubscribed, contact)
+        signals.unsubscribed_announce(workspace_id=contact.workspace_id, contact_ids=[contact.pk])
     return contact
 
 
@@ -294,8 +341,6 @@ def contact_erase(*, contact: Contact) -> None:
     outbox_forget_address(email=contact.email)
     # Import error reports name rows, never addresses; uploaded files are deleted after
     # IMPORT_FILE_RETENTION_DAYS (contacts.import_files_purge).
-    signals.contact_unsubscribed.send(
-        sender=Contact, workspace_id=workspace_id, contact_id=contact_id
-    )
+    signals.unsubscribed_announce(workspace_id=workspace_id, contact_ids=[contact_id])
     Contact.objects.filter(pk=contact.pk).delete()
     signals.contact_erased.send(sender=Contact, workspace_id=workspace_id, contact_id=contact_id)

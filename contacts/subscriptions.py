@@ -32,7 +32,7 @@ from contacts.models import (
     Suppression,
     SuppressionReason,
 )
-from contacts.services import consent_record_add, suppression_add
+from contacts.services import consent_record_add, consent_record_build, suppressions_add
 from core.exceptions import ApplicationError
 from core.models import Workspace
 from core.tokens import TokenPurpose, token_make, token_read
@@ -461,73 +461,135 @@ def contact_from_unsubscribe_token(token: str) -> Contact | None:
     return Contact.objects.select_related("workspace").filter(pk=contact_id).first()
 
 
-@transaction.atomic
 def contact_mark_undeliverable(*, contact: Contact, status: str, source: str) -> bool:
-    """The mail service reported a hard bounce (status "bounced") or a complaint ("complained"):
-    suppress the address, set the status and stop all mail to it.
+    """The mail service reported a hard bounce (status "bounced") or a complaint ("complained")
+    for one contact: see contacts_mark_undeliverable. Returns False when nothing changed."""
+    return bool(contacts_mark_undeliverable(contacts=[contact], status=status, source=source))
 
-    A complaint also withdraws consent: every list subscription ends (contact_unsubscribe_all,
+
+@transaction.atomic
+def contacts_mark_undeliverable(
+    *, contacts: Iterable[Contact], status: str, source: str
+) -> list[Contact]:
+    """The mail service reported hard bounces (status "bounced") or complaints ("complained"):
+    suppress the addresses, set the status and stop all mail to them. Many contacts at once
+    (the reports of one ESP batch): a few statements for all of them, not per contact.
+
+    A complaint also withdraws consent: every list subscription ends (contacts_unsubscribe_all,
     with a consent record naming `source`). A bounce announces contact_unsubscribed itself, on
     which the engine ends enrollments and cancels messages not yet handed over. Complained is
-    final; bounced gives way to complained. Returns False when nothing changed (safe to run
-    twice). Lock the contact (select_for_update) when several reports may race.
+    final; bounced gives way to complained. Returns the contacts that changed (safe to run
+    twice); their objects carry the new status. Lock the contacts (select_for_update) when
+    several reports may race.
     """
     if status not in (ContactStatus.BOUNCED, ContactStatus.COMPLAINED):
         raise ValueError(f"not an undeliverable status: {status!r}")
-    if contact.status == ContactStatus.COMPLAINED or contact.status == status:
-        return False
-    suppression_add(
-        workspace=contact.workspace,
-        email=contact.email,
+    changed = [
+        contact
+        for contact in contacts
+        if contact.status != ContactStatus.COMPLAINED and contact.status != status
+    ]
+    if not changed:
+        return []
+    suppressions_add(
+        addresses=[(contact.workspace_id, contact.email) for contact in changed],
         reason=SuppressionReason.COMPLAINED
         if status == ContactStatus.COMPLAINED
         else SuppressionReason.BOUNCED,
     )
-    contact.status = status
-    contact.save(update_fields=["status", "updated_at"])
+    now = timezone.now()
+    Contact.objects.filter(pk__in=[contact.pk for contact in changed]).update(
+        status=status, updated_at=now
+    )
+    for contact in changed:
+        contact.status, contact.updated_at = status, now
     if status == ContactStatus.COMPLAINED:
-        contact_unsubscribe_all(contact=contact, source=f"{source} complaint")
+        contacts_unsubscribe_all(contacts=changed, source=f"{source} complaint")
     else:
-        signals.announce(signals.contact_unsubscribed, contact)
-    return True
+        _unsubscribed_announce(changed)
+    return changed
 
 
-@transaction.atomic
 def contact_unsubscribe_all(
     *, contact: Contact, ip: str | None = None, user_agent: str = "", source: str
 ) -> bool:
+    """Unsubscribe one contact from everything: see contacts_unsubscribe_all. Returns False
+    when there was nothing to do (safe to run twice)."""
+    return bool(
+        contacts_unsubscribe_all(contacts=[contact], ip=ip, user_agent=user_agent, source=source)
+    )
+
+
+@transaction.atomic
+def contacts_unsubscribe_all(
+    *, contacts: Iterable[Contact], ip: str | None = None, user_agent: str = "", source: str
+) -> list[Contact]:
     """Unsubscribe from everything, at once and before any further send.
 
-    Ends every list subscription, suppresses the address and sends contact_unsubscribed, on
-    which the sending apps end enrollments and cancel messages not yet handed to the ESP.
-    Returns False when there was nothing to do (safe to run twice).
+    Ends every list subscription, records the withdrawal (a consent record each), suppresses
+    the addresses and sends contact_unsubscribed, on which the sending apps end enrollments
+    and cancel messages not yet handed to the ESP. The contacts are read again, locked, so
+    the caller's objects are not changed. Returns the contacts there was something to do for
+    (an unsubscribed contact without open subscriptions is left alone: safe to run twice).
     """
-    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    ids = [contact.pk for contact in contacts]
+    locked = list(
+        Contact.objects.select_for_update()
+        .select_related("workspace")
+        .filter(pk__in=ids)
+        .order_by("pk")
+    )
     now = timezone.now()
-    ended = Subscription.objects.filter(
-        contact=contact,
+    open_subscriptions = Subscription.objects.filter(
+        contact_id__in=ids,
         status__in=[SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.PENDING],
-    ).update(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)
-    if contact.status == ContactStatus.UNSUBSCRIBED and not ended:
-        return False
-    consent_record_add(
-        contact=contact,
-        kind=ConsentKind.UNSUBSCRIBE,
-        occurred_at=now,
-        ip=ip,
-        user_agent=user_agent,
-        source=source,
     )
-    suppression_add(
-        workspace=contact.workspace, email=contact.email, reason=SuppressionReason.UNSUBSCRIBED
+    ended = set(open_subscriptions.values_list("contact_id", flat=True))
+    open_subscriptions.update(
+        status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now
     )
-    if contact.status not in (ContactStatus.BOUNCED, ContactStatus.COMPLAINED):
-        contact.status = ContactStatus.UNSUBSCRIBED
-    contact.unsubscribed_at = now
-    contact.confirmation_nonce = ""
-    contact.save(update_fields=["status", "unsubscribed_at", "confirmation_nonce", "updated_at"])
-    signals.announce(signals.contact_unsubscribed, contact)
-    return True
+    acting = [
+        contact
+        for contact in locked
+        if contact.status != ContactStatus.UNSUBSCRIBED or contact.pk in ended
+    ]
+    if not acting:
+        return []
+    ConsentRecord.objects.bulk_create(
+        consent_record_build(
+            contact=contact,
+            kind=ConsentKind.UNSUBSCRIBE,
+            occurred_at=now,
+            ip=ip,
+            user_agent=user_agent,
+            source=source,
+        )
+        for contact in acting
+    )
+    suppressions_add(
+        addresses=[(contact.workspace_id, contact.email) for contact in acting],
+        reason=SuppressionReason.UNSUBSCRIBED,
+    )
+    for contact in acting:
+        if contact.status not in (ContactStatus.BOUNCED, ContactStatus.COMPLAINED):
+            contact.status = ContactStatus.UNSUBSCRIBED
+        contact.unsubscribed_at = now
+        contact.confirmation_nonce = ""
+        contact.updated_at = now
+    Contact.objects.bulk_update(
+        acting, ["status", "unsubscribed_at", "confirmation_nonce", "updated_at"]
+    )
+    _unsubscribed_announce(acting)
+    return acting
+
+
+def _unsubscribed_announce(contacts: Iterable[Contact]) -> None:
+    """contact_unsubscribed once per workspace for these contacts."""
+    by_workspace: dict[Any, list[Any]] = {}
+    for contact in contacts:
+        by_workspace.setdefault(contact.workspace_id, []).append(contact.pk)
+    for workspace_id, contact_ids in by_workspace.items():
+        signals.unsubscribed_announce(workspace_id=workspace_id, contact_ids=contact_ids)
 
 
 @transaction.atomic

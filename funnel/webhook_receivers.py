@@ -14,7 +14,12 @@ from contacts import signals as contact_signals
 from contacts.models import Contact
 from funnel import signals as funnel_signals
 from funnel.models import Conversion
-from funnel.webhooks import deliveries_redact_contact, webhook_enqueue, webhooks_wanted
+from funnel.webhooks import (
+    deliveries_redact_contact,
+    webhook_enqueue,
+    webhooks_enqueue,
+    webhooks_wanted,
+)
 
 
 def _contact_email(contact_id: str) -> str:
@@ -43,9 +48,23 @@ def on_contact_subscribed(
 
 
 def on_contact_unsubscribed(
-    sender: Any, *, workspace_id: str, contact_id: str, **kwargs: Any
+    sender: Any, *, workspace_id: str, contact_ids: list[str], **kwargs: Any
 ) -> None:
-    _contact_event("contact.unsubscribed", workspace_id, contact_id)
+    """One contact.unsubscribed event per contact, created together (a batch of bounces)."""
+    event_type = "contact.unsubscribed"
+    if not webhooks_wanted(workspace_id=workspace_id, event_type=event_type):
+        return
+    emails = {
+        str(pk): email
+        for pk, email in Contact.objects.filter(pk__in=contact_ids).values_list("pk", "email")
+    }
+    webhooks_enqueue(
+        event_type=event_type,
+        events=[
+            (workspace_id, {"contact": {"id": contact_id, "email": emails.get(contact_id, "")}})
+            for contact_id in contact_ids
+        ],
+    )
 
 
 def on_contact_erased(sender: Any, *, workspace_id: str, contact_id: str, **kwargs: Any) -> None:

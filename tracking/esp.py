@@ -63,7 +63,7 @@ from campaigns.milestones import milestones_set
 from campaigns.models import Message
 from campaigns.tracking_links import Source
 from contacts.models import Contact, ContactStatus
-from contacts.subscriptions import contact_mark_undeliverable, contact_unsubscribe_all
+from contacts.subscriptions import contacts_mark_undeliverable, contacts_unsubscribe_all
 from core.models import TrackingMode
 from core.pgarray import pg_array
 from tracking.hits import CLICK, OPEN, USER_AGENT_LIMIT, Hit, truncate_ip
@@ -648,13 +648,16 @@ def _contacts_stop(
         .filter(pk__in=set(stops) | unsubscribes)
         .order_by("pk")
     )
+    groups: dict[tuple[str | None, str], list[Contact]] = defaultdict(list)
     for contact in contacts:
-        status = stops.get(contact.pk)
-        source = f"esp:{reported_by[contact.pk]}"
+        groups[(stops.get(contact.pk), f"esp:{reported_by[contact.pk]}")].append(contact)
+    # One call per outcome and ESP for all its contacts (each contact has one outcome: a
+    # complaint wins over a bounce above).
+    for (status, source), group in groups.items():
         if status is None:
-            contact_unsubscribe_all(contact=contact, source=source)
+            contacts_unsubscribe_all(contacts=group, source=source)
         else:
-            contact_mark_undeliverable(contact=contact, status=status, source=source)
+            contacts_mark_undeliverable(contacts=group, status=status, source=source)
 
 
 __all__ = [

@@ -964,8 +964,8 @@ def test_the_one_click_post_unsubscribes_at_once_without_cookie_or_csrf_token(se
     url = f"/u/{unsubscribe_token(contact)}/"
     unsubscribed = []
 
-    def on_unsubscribed(sender, workspace_id, contact_id, **kwargs):
-        unsubscribed.append((workspace_id, contact_id))
+    def on_unsubscribed(sender, workspace_id, contact_ids, **kwargs):
+        unsubscribed.extend((workspace_id, contact_id) for contact_id in contact_ids)
 
     signals.contact_unsubscribed.connect(on_unsubscribed)
     try:

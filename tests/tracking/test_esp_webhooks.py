@@ -30,6 +30,8 @@ from campaigns import engine
 from campaigns.models import Enrollment, Message, MessageStatus, Sequence, SequenceStatus
 from campaigns.services import enrollment_create, sequence_create, sequence_set_status
 from contacts.models import (
+    ConsentKind,
+    ConsentRecord,
     Contact,
     Subscription,
     SubscriptionStatus,
@@ -1157,3 +1159,51 @@ def test_a_batch_of_deliveries_reaches_webhooks_in_a_fixed_number_of_queries(
         for url in ("https://hooks.example.com/a", "https://hooks.example.com/b")
         for message in messages
     )
+
+
+def test_a_batch_of_bounces_and_complaints_stops_each_contact_in_a_fixed_number_of_queries(
+    client: Client,
+    workspace: Workspace,
+    running: Callable[[Contact], tuple[Message, Message]],
+    django_assert_max_num_queries: Any,
+) -> None:
+    """Many contacts stopped by one ESP batch: each is suppressed with its status, a complaint
+    also ends its subscriptions with a consent record, every run ends, queued mail is
+    cancelled, one contact.unsubscribed webhook each — in a number of queries that does not
+    grow with the batch."""
+    webhook_endpoint_create(
+        workspace=workspace, url="https://hooks.example.com/c", events=["contact.unsubscribed"]
+    )
+    bouncers = [subscriber(workspace) for _ in range(6)]
+    complainers = [subscriber(workspace) for _ in range(6)]
+    mails = {contact.pk: running(contact) for contact in bouncers + complainers}
+    bounce = {"type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 user unknown"}
+    events = [
+        sendgrid_event("bounce", mails[contact.pk][0], T0 + timedelta(minutes=1), **bounce)
+        for contact in bouncers
+    ] + [
+        sendgrid_event("spamreport", mails[contact.pk][0], T0 + timedelta(hours=1))
+        for contact in complainers
+    ]
+
+    with django_assert_max_num_queries(60):
+        assert post_sendgrid(client, events).status_code == 200
+
+    for contact, status in [(c, "bounced") for c in bouncers] + [
+        (c, "complained") for c in complainers
+    ]:
+        assert (status_of(contact), suppressed(contact)) == (status, status)
+        assert enrollments_of(contact) == [("exited", "unsubscribed")] * 2
+        assert Message.objects.get(pk=mails[contact.pk][1].pk).status == MessageStatus.CANCELLED
+    withdrawn = ConsentRecord.objects.filter(kind=ConsentKind.UNSUBSCRIBE)
+    assert sorted(withdrawn.values_list("contact_id", "source")) == sorted(
+        (contact.pk, "esp:sendgrid complaint") for contact in complainers
+    )
+    assert not Subscription.objects.filter(
+        contact__in=complainers, status=SubscriptionStatus.SUBSCRIBED
+    ).exists()
+    announced = WebhookDelivery.objects.filter(event_type="contact.unsubscribed")
+    assert sorted(
+        payload["data"]["contact"]["email"]
+        for payload in announced.values_list("payload", flat=True)
+    ) == sorted(contact.email for contact in bouncers + complainers)
