@@ -235,32 +235,12 @@ def run_copy() -> dict[str, float]:
     return {"seconds": copy_seconds, "wall_seconds": wall_seconds, "rows": len(rows)}
 
 
-def esp_id_index() -> str:
-    """Message lookups by ESP id need an index on campaigns_message.esp_message_id (not in
-    the campaigns migrations yet): created here when missing, and said so."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM pg_indexes WHERE tablename = 'campaigns_message' "
-            "AND indexdef LIKE '%(esp_message_id)%'"
-        )
-        if cursor.fetchone():
-            return "the index on esp_message_id from the migrations"
-        cursor.execute(
-            "CREATE INDEX bench_message_esp_id ON campaigns_message (esp_message_id) "
-            "WHERE esp_message_id <> ''"
-        )
-        return "an index on esp_message_id created by the bench (the migrations have none yet)"
-
-
 def child(count: int, message_count: int, mix: str) -> None:
     setup_django(os.environ["DATABASE_URL"])
     from contacts.models import Contact
 
     print(
-        f"machine    : {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-        f"{esp_id_index()}",
+        f"machine    : {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
         flush=True,
     )
     messages = make_messages(message_count)
