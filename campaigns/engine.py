@@ -711,7 +711,7 @@ def messages_clicked(clicks: Iterable[tuple[Any, str, dt.datetime]]) -> list[str
     opened_at and clicked_at are set where not set; the funnel's clicked_step rules run on a
     message's first click; runs waiting for the click, that URL or the open wake. Safe to run
     twice. Returns the ids clicked for the first time."""
-    from funnel.services import rules_apply_click
+    from funnel.services import rules_apply_clicks
 
     earliest: dict[str, dt.datetime] = {}
     urls: dict[str, set[str]] = defaultdict(set)
@@ -726,12 +726,12 @@ def messages_clicked(clicks: Iterable[tuple[Any, str, dt.datetime]]) -> list[str
     first = milestones_set("clicked", earliest)
     if first:
         messages = Message.objects.select_related("contact").filter(pk__in=first)
-        for message in messages.exclude(step_key=""):
-            rules_apply_click(
-                contact=message.contact,
-                step_id=message.step_key,
-                occurred_at=earliest[str(message.pk)],
-            )
+        rules_apply_clicks(
+            [
+                (message.contact, message.step_key, earliest[str(message.pk)])
+                for message in messages.exclude(step_key="")
+            ]
+        )
     waiting = _waiting_on_messages(earliest)
     steps_of = {enrollment.pk: steps for enrollment, steps in waiting}
 

@@ -4,6 +4,7 @@ stage rules and recording conversions."""
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -272,20 +273,33 @@ def rules_apply_click(
 ) -> int:
     """A person (not a scanner) clicked a link in the mail of sequence step `step_id`: apply
     the clicked_step rules. Returns how many contacts moves happened."""
+    return rules_apply_clicks([(contact, step_id, occurred_at)])
+
+
+def rules_apply_clicks(clicks: Sequence[tuple[Contact, str, datetime | None]]) -> int:
+    """rules_apply_click for the first clicks of a batch, each (contact, step id, when): one
+    query finds the clicked_step rules of all of them (most clicks have none), then each
+    matching rule moves its contact. Returns how many moves happened."""
+    if not clicks:
+        return 0
+    rules: dict[tuple[Any, str], list[StageRule]] = defaultdict(list)
+    for rule in StageRule.objects.filter(
+        funnel__workspace_id__in={contact.workspace_id for contact, _step, _at in clicks},
+        when__clicked_step__in=sorted({step_id for _contact, step_id, _at in clicks}),
+    ).select_related("funnel", "move_to"):
+        rules[(rule.funnel.workspace_id, rule.when.get("clicked_step"))].append(rule)
     moved = 0
-    rules = StageRule.objects.filter(
-        funnel__workspace_id=contact.workspace_id, when__clicked_step=step_id
-    ).select_related("funnel", "move_to")
-    for rule in rules:
-        if contact_move(
-            funnel=rule.funnel,
-            contact=contact,
-            stage=rule.move_to,
-            cause=TransitionCause.RULE,
-            cause_detail=f"rule:{rule.pk}",
-            occurred_at=occurred_at,
-        ):
-            moved += 1
+    for contact, step_id, occurred_at in clicks:
+        for rule in rules.get((contact.workspace_id, step_id), ()):
+            if contact_move(
+                funnel=rule.funnel,
+                contact=contact,
+                stage=rule.move_to,
+                cause=TransitionCause.RULE,
+                cause_detail=f"rule:{rule.pk}",
+                occurred_at=occurred_at,
+            ):
+                moved += 1
     return moved
 
 

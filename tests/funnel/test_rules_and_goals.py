@@ -412,6 +412,36 @@ def test_a_late_event_does_not_move_the_contact_back_in_time(
     assert StageTransition.objects.count() == 1
 
 
+def test_the_first_clicks_of_a_batch_find_their_rules_in_one_query(
+    workspace: Workspace,
+    other_workspace: Workspace,
+    aida: Funnel,
+    django_assert_num_queries: Any,
+) -> None:
+    # given: a rule for step-7 in this workspace; clicks on step-7 and step-8 here, and on
+    # step-7 by a contact of another workspace
+    services.rule_create(
+        funnel=aida, when={"clicked_step": "step-7"}, move_to=stage_of(aida, "interest")
+    )
+    clickers = [ContactFactory(workspace=workspace) for _ in range(3)]
+    outsider = ContactFactory(workspace=other_workspace)
+    at = T0 + timedelta(hours=1)
+    clicks = [(clicker, "step-7", at) for clicker in clickers[:2]]
+    clicks += [(clickers[2], "step-8", at), (outsider, "step-7", at)]
+    # when: nothing matches but one query finds it out
+    with django_assert_num_queries(1):
+        assert (
+            services.rules_apply_clicks([(clickers[2], "step-8", at), (outsider, "step-7", at)])
+            == 0
+        )
+    # and the whole batch is applied
+    moved = services.rules_apply_clicks(clicks)
+    # then: the two clickers of step-7 in this workspace moved, nobody else
+    assert moved == 2
+    assert [current_stage(clicker, aida) for clicker in clickers] == ["interest", "interest", None]
+    assert ContactStage.objects.filter(contact=outsider).count() == 0
+
+
 def test_a_human_click_on_a_sequence_step_applies_the_clicked_step_rule(
     workspace: Workspace, other_workspace: Workspace, aida: Funnel, contact: Contact
 ) -> None:
