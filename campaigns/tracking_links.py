@@ -17,8 +17,8 @@ The MAC is keyed BLAKE2b (RFC 7693's keyed mode, a MAC by design) with a 16-byte
 send path makes one per link per recipient, and from a keyed state prepared once it costs a
 quarter of an HMAC-SHA256 (bench/render.py). Tokens of mails sent before it came (v1:
 HMAC-SHA256, truncated to 16 bytes) stay valid: reading tries the v2 MAC, then v1. Each key is
-derived from SECRET_KEY with a salt of its own (django.utils.crypto.salted_hmac's derivation),
-so no other token of ours is valid here and vice versa.
+derived from SECRET_KEY with a salt of its own (core.tokens.signing_key, Django's signing
+derivation), so no other token of ours is valid here and vice versa.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 
+from core.tokens import signing_key
+
 SALT = "funnelwerk.tracking.v2"
 SALT_V1 = "funnelwerk.tracking.v1"
 MAC_BYTES = 16
@@ -44,15 +46,10 @@ _KINDS = frozenset((OPEN, CLICK, TRAP))
 MAX_TOKEN_LENGTH = 8192
 
 
-def _derived_key(salt: str, secret: str) -> bytes:
-    # As django.utils.crypto.salted_hmac derives its key, with our salt.
-    return hashlib.sha256((salt + "signer" + secret).encode()).digest()
-
-
 @functools.lru_cache(maxsize=4)
 def _keyed_state(secret: str) -> Any:
     """The keyed BLAKE2b state of SECRET_KEY: each MAC copies it and hashes its payload."""
-    return hashlib.blake2b(key=_derived_key(SALT, secret), digest_size=MAC_BYTES)
+    return hashlib.blake2b(key=signing_key(SALT, secret), digest_size=MAC_BYTES)
 
 
 def _mac(payload: bytes) -> bytes:
@@ -61,13 +58,8 @@ def _mac(payload: bytes) -> bytes:
     return state.digest()
 
 
-@functools.lru_cache(maxsize=4)
-def _key_v1(secret: str) -> bytes:
-    return _derived_key(SALT_V1, secret)
-
-
 def _mac_v1(payload: bytes) -> bytes:
-    return hmac.digest(_key_v1(settings.SECRET_KEY), payload, "sha256")[:MAC_BYTES]
+    return hmac.digest(signing_key(SALT_V1, settings.SECRET_KEY), payload, "sha256")[:MAC_BYTES]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,11 @@ class TokenPurpose:
 
 
 @functools.lru_cache(maxsize=32)
-def _key(purpose: str, secret: str) -> bytes:
-    # django.core.signing's key for a salt: salted_hmac(salt + "signer", ..., secret).
-    return hashlib.sha256(f"{purpose}signer{secret}".encode()).digest()
+def signing_key(salt: str, secret: str) -> bytes:
+    """The key django.core.signing derives for a salt (salted_hmac(salt + "signer", ...,
+    secret)), computed once per salt and secret. Our tokens of every kind use it, each with a
+    salt of its own."""
+    return hashlib.sha256(f"{salt}signer{secret}".encode()).digest()
 
 
 def token_make(*, purpose: str, value: str) -> str:
@@ -32,7 +34,7 @@ def token_make(*, purpose: str, value: str) -> str:
     unsubscribe link): a third of the time."""
     data = signing.b64_encode(json.dumps(value, separators=(",", ":")).encode("latin-1"))
     signed = f"{data.decode()}:{signing.b62_encode(int(time.time()))}"
-    digest = hmac.digest(_key(purpose, settings.SECRET_KEY), signed.encode(), "sha256")
+    digest = hmac.digest(signing_key(purpose, settings.SECRET_KEY), signed.encode(), "sha256")
     return f"{signed}:{signing.b64_encode(digest).decode()}"
 
 
