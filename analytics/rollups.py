@@ -43,7 +43,6 @@ from django.db.models import (
     Q,
     QuerySet,
     Sum,
-    UUIDField,
     Value,
 )
 from django.db.models.expressions import RawSQL
@@ -63,6 +62,7 @@ from analytics.models import (
 )
 from campaigns.models import Enrollment, Message, Sequence
 from core.pgarray import pg_array
+from core.rawsql import db_uuid
 from funnel.models import Conversion, Funnel, Stage, StageTransition
 from tracking.models import Activity, ActivityKind, Actor
 from tracking.signals import AnonymousSource
@@ -545,11 +545,6 @@ LEFT JOIN {stage} next_stage ON next_stage.id = t.next_stage_id
 """
 
 
-def _uuid(value: uuid.UUID | str) -> Any:
-    """A uuid as the backend stores it (SQLite: 32 hex digits), for raw SQL parameters."""
-    return UUIDField().get_db_prep_value(value, connection)
-
-
 def stays_insert(
     *,
     workspace_id: uuid.UUID | str | None = None,
@@ -586,7 +581,7 @@ def stays_insert(
     outcomes = [StayOutcome.OPEN, StayOutcome.ADVANCED, StayOutcome.WENT_BACK]
     with connection.cursor() as cursor:
         # Names from the models, every value a parameter (in the order they appear).
-        cursor.execute(sql, [*day_params, *outcomes, *(_uuid(value) for value in params)])
+        cursor.execute(sql, [*day_params, *outcomes, *(db_uuid(value) for value in params)])
         return int(cursor.rowcount)
 
 

@@ -60,6 +60,7 @@ from contacts.selectors import contact_is_mailable
 from core.mail import tag_workspace
 from core.models import Workspace
 from core.prepared import PreparedStatement
+from core.rawsql import db_time, db_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -317,24 +318,15 @@ class _Accepted:
     subject: str
 
 
-def _db_uuid(value: uuid.UUID) -> Any:
-    # Raw SQL gets values as the database stores them: SQLite keeps UUIDs as 32 hex digits.
-    return Message._meta.pk.get_db_prep_value(value, connection)
-
-
-def _db_time(value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def _accepted_params(accepted: _Accepted) -> list[Any]:
     now = timezone.now()
     return [
         MessageStatus.SENT.value,
-        _db_time(now),
-        _db_time(now),
+        db_time(now),
+        db_time(now),
         accepted.esp_message_id[:255],
         accepted.subject[:500],
-        _db_uuid(accepted.message_id),
+        db_uuid(accepted.message_id),
     ]
 
 
@@ -368,14 +360,14 @@ def _claim_if_mailable(message: Message, now: datetime, accepted: _Accepted | No
     """
     params: list[Any] = [
         MessageStatus.SENDING.value,
-        _db_time(now),
-        _db_uuid(message.pk),
+        db_time(now),
+        db_uuid(message.pk),
         MessageStatus.QUEUED.value,
         MessageStatus.RETRYING.value,
-        _db_time(now),
+        db_time(now),
         BroadcastStatus.PAUSED.value,
         ContactStatus.SUBSCRIBED.value,
-        _db_uuid(message.workspace_id),
+        db_uuid(message.workspace_id),
         Suppression.hash_email(message.contact.email),
     ]
     claim = _CLAIM_IF_MAILABLE.sql_to_run()
