@@ -1,27 +1,22 @@
-"""The SMTP transport: Django's SMTP backend, tuned for many mails over one connection.
+"""The SMTP transport: Django's SMTP backend with pipelining (RFC 2920).
 
-- Pipelining (RFC 2920): where the server offers PIPELINING, MAIL FROM, every RCPT TO and DATA
-  go out in one write and their replies are read together: two round trips per mail instead
-  of four (bench/send.py). Replies are judged exactly as smtplib judges them one by one, with
-  the same exceptions (SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError; a 421 closes
-  the connection, any other refusal resets the transaction), so campaigns.sending classifies
-  failures the same way. Without PIPELINING, or with SMTPUTF8, smtplib sends as it always does.
-- The envelope sender (a workspace's one address, the same for every mail) is sanitised once,
-  not per mail: django.core.mail.message.sanitize_address parses the address each time.
+Where the server offers PIPELINING, MAIL FROM, every RCPT TO and DATA go out in one write and
+their replies are read together: two round trips per mail instead of four (bench/send.py;
+over a network to a relay, half the wait per mail). Replies are judged exactly as smtplib
+judges them one by one, with the same exceptions (SMTPSenderRefused, SMTPRecipientsRefused,
+SMTPDataError; a 421 closes the connection, any other refusal resets the transaction), so
+campaigns.sending classifies failures the same way. Without PIPELINING, or with SMTPUTF8,
+smtplib sends as it always does.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import smtplib
 from collections.abc import Sequence
 from typing import Any
 
-from django.conf import settings
-from django.core.mail import EmailMessage
 from django.core.mail.backends.smtp import EmailBackend
-from django.core.mail.message import sanitize_address
 
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
 _CRLF = b"\r\n"
@@ -114,35 +109,13 @@ class PipeliningSMTP_SSL(_Pipelining, smtplib.SMTP_SSL):
     pass
 
 
-@functools.lru_cache(maxsize=256)
-def _envelope_sender(address: str, encoding: str) -> str:
-    return sanitize_address(address, encoding)
-
-
 class SmtpEmailBackend(EmailBackend):
-    """Django's SMTP backend with pipelining and the envelope sender sanitised once (see the
-    module's docstring). Configured by EMAIL_URL=smtp://, smtp+tls:// and smtps://."""
+    """Django's SMTP backend with pipelining (see the module's docstring). Configured by
+    EMAIL_URL=smtp://, smtp+tls:// and smtps://."""
 
     @property
     def connection_class(self) -> type[smtplib.SMTP]:
         return PipeliningSMTP_SSL if self.use_ssl else PipeliningSMTP
-
-    def _send(self, email_message: EmailMessage) -> bool:
-        # Django's own _send, but for the cached envelope sender.
-        if not email_message.recipients():
-            return False
-        encoding = email_message.encoding or settings.DEFAULT_CHARSET
-        from_email = _envelope_sender(str(email_message.from_email), encoding)
-        recipients = [sanitize_address(addr, encoding) for addr in email_message.recipients()]
-        message = email_message.message()
-        try:
-            assert self.connection is not None
-            self.connection.sendmail(from_email, recipients, message.as_bytes(linesep="\r\n"))
-        except smtplib.SMTPException:
-            if not self.fail_silently:
-                raise
-            return False
-        return True
 
 
 __all__ = ["PipeliningSMTP", "PipeliningSMTP_SSL", "SmtpEmailBackend"]
