@@ -77,9 +77,9 @@ def consent_record_build(
     source: str = "",
     recorded_by: str = "",
 ) -> ConsentRecord:
-    """One proof of consent, not saved yet (consent_record_add saves it; a batch saves many in
-    one INSERT). A text is stored as its immutable version; the privacy-policy URL defaults to
-    the workspace's."""
+    """One proof of consent, not saved yet (consent_record_add appends it; a batch appends many
+    with one bulk_create). A text is stored as its immutable version; the privacy-policy URL
+    defaults to the workspace's."""
     if isinstance(consent_text, str):
         text = consent_text.strip()
         consent_text = (
@@ -103,38 +103,8 @@ def consent_record_build(
     )
 
 
-def consent_record_add(
-    *,
-    contact: Contact,
-    kind: str,
-    occurred_at: datetime | None = None,
-    ip: str | None = None,
-    user_agent: str = "",
-    consent_text: str | ConsentText | None = None,
-    privacy_policy_url: str = "",
-    mailing_list: MailingList | None = None,
-    signup_form: SignupForm | None = None,
-    page_url: str = "",
-    utm: Mapping[str, str] | None = None,
-    source: str = "",
-    recorded_by: str = "",
-) -> ConsentRecord:
-    """Append one proof of consent (never updated afterwards); see consent_record_build."""
-    record = consent_record_build(
-        contact=contact,
-        kind=kind,
-        occurred_at=occurred_at,
-        ip=ip,
-        user_agent=user_agent,
-        consent_text=consent_text,
-        privacy_policy_url=privacy_policy_url,
-        mailing_list=mailing_list,
-        signup_form=signup_form,
-        page_url=page_url,
-        utm=utm,
-        source=source,
-        recorded_by=recorded_by,
-    )
+def consent_record_add(record: ConsentRecord) -> ConsentRecord:
+    """Append one proof of consent built by consent_record_build (never updated afterwards)."""
     record.save(force_insert=True)
     return record
 
@@ -243,15 +213,17 @@ def contact_change_status(
                 field="status",
             )
         consent_record_add(
-            contact=contact,
-            kind=ConsentKind.RECORDED,
-            occurred_at=consent.at,
-            ip=consent.ip,
-            user_agent=consent.user_agent,
-            consent_text=consent.text,
-            privacy_policy_url=consent.privacy_policy_url,
-            source=consent.source,
-            recorded_by=recorded_by,
+            consent_record_build(
+                contact=contact,
+                kind=ConsentKind.RECORDED,
+                occurred_at=consent.at,
+                ip=consent.ip,
+                user_agent=consent.user_agent,
+                consent_text=consent.text,
+                privacy_policy_url=consent.privacy_policy_url,
+                source=consent.source,
+                recorded_by=recorded_by,
+            )
         )
         contact.status = ContactStatus.SUBSCRIBED
         contact.confirmed_at = consent.at

@@ -167,17 +167,19 @@ def _consent_record(
     *, contact: Contact, kind: str, context: SignupContext, mailing_list: MailingList | None
 ) -> ConsentRecord:
     return consent_record_add(
-        contact=contact,
-        kind=kind,
-        ip=context.ip,
-        user_agent=context.user_agent,
-        consent_text=context.consent_text,
-        privacy_policy_url=context.privacy_policy_url,
-        mailing_list=mailing_list,
-        signup_form=context.signup_form,
-        page_url=context.page_url,
-        utm=context.utm,
-        source=context.source,
+        consent_record_build(
+            contact=contact,
+            kind=kind,
+            ip=context.ip,
+            user_agent=context.user_agent,
+            consent_text=context.consent_text,
+            privacy_policy_url=context.privacy_policy_url,
+            mailing_list=mailing_list,
+            signup_form=context.signup_form,
+            page_url=context.page_url,
+            utm=context.utm,
+            source=context.source,
+        )
     )
 
 
@@ -360,16 +362,18 @@ def contact_confirm(*, contact: Contact, ip: str | None, user_agent: str) -> lis
             .first()
         )
         consent_record_add(
-            contact=contact,
-            kind=ConsentKind.CONFIRMATION,
-            occurred_at=now,
-            ip=ip,
-            user_agent=user_agent,
-            consent_text=signup.consent_text if signup else None,
-            privacy_policy_url=signup.privacy_policy_url if signup else "",
-            mailing_list=subscription.mailing_list,
-            signup_form=signup.signup_form if signup else None,
-            source="double_opt_in",
+            consent_record_build(
+                contact=contact,
+                kind=ConsentKind.CONFIRMATION,
+                occurred_at=now,
+                ip=ip,
+                user_agent=user_agent,
+                consent_text=signup.consent_text if signup else None,
+                privacy_policy_url=signup.privacy_policy_url if signup else "",
+                mailing_list=subscription.mailing_list,
+                signup_form=signup.signup_form if signup else None,
+                source="double_opt_in",
+            )
         )
     Subscription.objects.filter(pk__in=[s.pk for s in pending]).update(
         status=SubscriptionStatus.SUBSCRIBED, confirmed_at=now, unsubscribed_at=None, updated_at=now
@@ -624,13 +628,15 @@ def contact_leave_lists(
         return
     for subscription in leaving:
         consent_record_add(
-            contact=contact,
-            kind=ConsentKind.PREFERENCE_CHANGE,
-            occurred_at=now,
-            ip=ip,
-            user_agent=user_agent,
-            mailing_list=subscription.mailing_list,
-            source=source,
+            consent_record_build(
+                contact=contact,
+                kind=ConsentKind.PREFERENCE_CHANGE,
+                occurred_at=now,
+                ip=ip,
+                user_agent=user_agent,
+                mailing_list=subscription.mailing_list,
+                source=source,
+            )
         )
     Subscription.objects.filter(pk__in=[s.pk for s in leaving]).update(
         status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now, updated_at=now
