@@ -20,6 +20,8 @@ ago, so such a send is counted within a few minutes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import math
@@ -701,16 +703,37 @@ def rollups_refresh(*, limit: int = REFRESH_BATCH, workspace_id: str | None = No
     return len(claimed)
 
 
+# Workspaces whose rollups were folded on entering rollups_fresh, in this context.
+_fresh: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "analytics_rollups_fresh", default=frozenset()
+)
+
+
 def rollups_refresh_pending(*, workspace_id: str, limit: int = REFRESH_BATCH) -> None:
     """Fold the workspace's pending changes into its rollups before a report reads them, so a
     report never lags its own workspace's writes. Bounded by `limit` marks: a large backlog is
-    left to the beat, and the report reads what is there.
+    left to the beat, and the report reads what is there. Inside rollups_fresh for the
+    workspace (a page of several reports) it was done on entering, and nothing happens here.
 
     Usually nothing is pending: one indexed look first, instead of a transaction, the lock
     and the claim (a report's fixed cost). A mark committed right after the look is the same
     as one committed right after the refresh: the beat takes it."""
+    if str(workspace_id) in _fresh.get():
+        return
     if DirtyKey.objects.filter(workspace_id=workspace_id).exists():
         rollups_refresh(limit=limit, workspace_id=workspace_id)
+
+
+@contextlib.contextmanager
+def rollups_fresh(workspace_id: str | uuid.UUID) -> Iterator[None]:
+    """Fold the workspace's pending changes once, for all the reports read inside (a page
+    runs several query classes, each of which would look again)."""
+    rollups_refresh_pending(workspace_id=str(workspace_id))
+    token = _fresh.set(_fresh.get() | {str(workspace_id)})
+    try:
+        yield
+    finally:
+        _fresh.reset(token)
 
 
 def rollups_reconcile(*, now: dt.datetime) -> int:

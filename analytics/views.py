@@ -12,6 +12,7 @@ same results.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ from analytics.queries.kpis import KpiQuery
 from analytics.queries.paths import MAX_LIMIT, ConversionPathsQuery
 from analytics.queries.sequence import SequenceReportQuery
 from analytics.queries.timeseries import TimeSeriesQuery
-from analytics.rollups import CONVERSION_WINDOW
+from analytics.rollups import CONVERSION_WINDOW, rollups_fresh
 from campaigns.models import Broadcast, Sequence
 from contacts.models import Contact, ContactStatus
 from core.exceptions import ApplicationError
@@ -258,10 +259,22 @@ def _render_report(
     return render(request, template, context, status=400 if form.errors else 200)
 
 
+def _fresh_rollups(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A report page: the workspace's rollups are folded once for all of its queries."""
+
+    @functools.wraps(view)
+    def fresh(request: HttpRequest, membership: Membership, *args: Any, **kwargs: Any) -> Any:
+        with rollups_fresh(membership.workspace_id):
+            return view(request, membership, *args, **kwargs)
+
+    return fresh
+
+
 # --- the dashboard
 
 
 @workspace_view()
+@_fresh_rollups
 def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
     """The workspace at a glance: contacts by status, the headline mail figures and KPIs of the
     last 30 days against the 30 before, the open and click rates per day, and the reports."""
@@ -306,6 +319,7 @@ def _report_links(workspace: Workspace) -> dict[str, Any]:
 
 
 @workspace_view()
+@_fresh_rollups
 def overview(request: HttpRequest, membership: Membership) -> HttpResponse:
     """The whole workspace over a period: mail figures, KPIs with revenue, rates over time and
     attribution, and the way to each funnel's, sequence's and broadcast's report."""
@@ -355,6 +369,7 @@ def overview(request: HttpRequest, membership: Membership) -> HttpResponse:
 
 
 @workspace_view()
+@_fresh_rollups
 def funnel_report(request: HttpRequest, membership: Membership, pk: uuid.UUID) -> HttpResponse:
     """Where the funnel narrows and why: the goal, the narrowing bars, stages and their mails,
     the rates over time, attribution to stages and the conversion paths (API.md's funnel
@@ -450,6 +465,7 @@ def _report_csv(
 
 
 @workspace_view()
+@_fresh_rollups
 def sequence_report(request: HttpRequest, membership: Membership, pk: uuid.UUID) -> HttpResponse:
     """Every step and version of a sequence: the builder's diagram with each step's rates, the
     counts and rates apart (machines and bots shown, never in a rate), rates over time, costs
@@ -554,6 +570,7 @@ def _broadcast_kpi_period(broadcast: Broadcast, today: dt.date) -> Period:
 
 
 @workspace_view()
+@_fresh_rollups
 def broadcast_report(request: HttpRequest, membership: Membership, pk: uuid.UUID) -> HttpResponse:
     """A broadcast's progress, figures per version and its A/B test with the significance the
     query computed. Without dates it covers every mail of the broadcast, as the API does."""

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import translation
 from rest_framework.test import APIClient
 
 from analytics.charts import format_count, format_duration, format_rate
-from campaigns.models import Broadcast
+from analytics.models import DirtyKey
+from analytics.rollups import messages_mark_dirty
+from campaigns.models import Broadcast, Message
 from core.models import Membership, Role, Workspace
 from funnel.models import Stage
 from funnel.services import funnel_create
@@ -684,3 +688,21 @@ def test_personal_tracking_shows_no_anonymous_columns(history: History, viewer: 
         html = viewer.get(page).content.decode()
         assert "Anonymous opens" not in html and 'data-testid="anonymous-note"' not in html, page
         assert "tracked anonymously" not in html, page
+
+
+def test_a_report_page_folds_pending_changes_once_for_all_its_queries(
+    history: History, viewer: Client
+) -> None:
+    """The sequence page runs several report queries (the report, series, KPIs now and before,
+    attribution); the workspace's pending rollup marks are looked for once, on entering, and
+    what was pending is in the figures."""
+    messages_mark_dirty(message_ids=Message.objects.values_list("pk", flat=True))
+    assert DirtyKey.objects.exists()
+
+    with CaptureQueriesContext(connection) as captured:
+        response = viewer.get(f"/sequences/{history.sequence.pk}/report/?{PERIOD}")
+
+    assert response.status_code == 200
+    looks = [q for q in captured.captured_queries if 'FROM "analytics_dirtykey"' in q["sql"]]
+    assert len([q for q in looks if q["sql"].startswith("SELECT 1 AS")]) == 1
+    assert not DirtyKey.objects.filter(workspace_id=history.workspace.pk).exists()
