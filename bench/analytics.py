@@ -27,17 +27,15 @@ does per dirty key).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchdb import admin_connection, with_database
+from benchdb import bench_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
 DATABASE = "funnelwerk_bench_analytics"
 CONTACTS = 500_000
 ENROLLED = 400_000
@@ -366,23 +364,7 @@ def main() -> None:
         BROADCAST_SIZE = int(BROADCAST_SIZE * args.scale)
         child(int(args.messages * args.scale), args.events_per_message)
         return
-    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),
-        "DATABASE_URL": with_database(base_url, args.database),
-    }
-    admin = admin_connection(base_url)
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{args.database}"')
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=environment,
-            check=True,
-        )
+    with bench_database(args.database, keep=args.keep) as environment:
         subprocess.run(
             [
                 sys.executable,
@@ -399,11 +381,6 @@ def main() -> None:
             env=environment,
             check=True,
         )
-    finally:
-        if not args.keep:
-            with admin.cursor() as cursor:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin.close()
 
 
 if __name__ == "__main__":

@@ -38,10 +38,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchdb import admin_connection, with_database
+from benchdb import bench_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk_bench_events"
 CONTACTS = 1_000
 BATCH = 1_000
 COPY_CHUNK = 10_000
@@ -319,26 +318,7 @@ def main() -> None:
         child(args.events, args.process_sample)
         return
 
-    if "bench" not in args.database:
-        parser.error("the bench drops its database at the end: give a name containing 'bench'")
-    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),
-        "DATABASE_URL": with_database(base_url, args.database),
-        "PYTHONPATH": str(ROOT),
-    }
-    admin = admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
-        cursor.execute(f'CREATE DATABASE "{args.database}"')
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=environment,
-            check=True,
-        )
+    with bench_database(args.database) as environment:
         # A fresh interpreter that sets Django up against the bench database only.
         subprocess.run(
             [
@@ -354,10 +334,6 @@ def main() -> None:
             env=environment,
             check=True,
         )
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin.close()
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchdb import admin_connection, with_database
+from benchdb import bench_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
 FIRST_NAMES = ["Anna", "Bernd", "Chiara", "Dieter", "Elif", "Jürgen", "Zoë", "Ömer"]
 LAST_NAMES = ["Müller", "Schmidt", "Weiß", "Özdemir", "Nguyen", "Smith", "García", "Kowalski"]
 CITIES = ["Berlin", "Köln", "München", "Wien", "Zürich", "Hamburg"]
@@ -147,46 +146,24 @@ def main() -> None:
         print(json.dumps(child(args.child, args.traced)))
         return
 
-    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),
-        "DATABASE_URL": with_database(base_url, args.database),
-        "PYTHONPATH": str(ROOT),
-    }
-    admin = admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
-        cursor.execute(f'CREATE DATABASE "{args.database}"')
     results = []
-    try:
-        with tempfile.TemporaryDirectory() as media:
-            environment["MEDIA_ROOT"] = media
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=ROOT,
-                env=environment,
-                check=True,
+    with bench_database(args.database) as environment, tempfile.TemporaryDirectory() as media:
+        environment["MEDIA_ROOT"] = media
+        for rows in args.rows:
+            result = run_child(rows, traced=False, environment=environment)
+            if rows <= args.tracemalloc_max_rows:
+                traced = run_child(rows, traced=True, environment=environment)
+                result["tracemalloc_peak_mib"] = traced["tracemalloc_peak_mib"]
+            results.append(result)
+            print(
+                f"{result['rows']:>9} rows: {result['seconds']:>8} s, "
+                f"{result['rows_per_second']:>6} rows/s, "
+                f"max RSS +{result['maxrss_delta_mib']} MiB "
+                f"(from {result['maxrss_before_mib']} MiB), "
+                f"tracemalloc peak {result['tracemalloc_peak_mib'] or 'not traced'} MiB, "
+                f"{result['created']} created, {result['failed']} bad rows",
+                flush=True,
             )
-            for rows in args.rows:
-                result = run_child(rows, traced=False, environment=environment)
-                if rows <= args.tracemalloc_max_rows:
-                    traced = run_child(rows, traced=True, environment=environment)
-                    result["tracemalloc_peak_mib"] = traced["tracemalloc_peak_mib"]
-                results.append(result)
-                print(
-                    f"{result['rows']:>9} rows: {result['seconds']:>8} s, "
-                    f"{result['rows_per_second']:>6} rows/s, "
-                    f"max RSS +{result['maxrss_delta_mib']} MiB "
-                    f"(from {result['maxrss_before_mib']} MiB), "
-                    f"tracemalloc peak {result['tracemalloc_peak_mib'] or 'not traced'} MiB, "
-                    f"{result['created']} created, {result['failed']} bad rows",
-                    flush=True,
-                )
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin.close()
     if len(results) >= 2:
         small, large = results[0], results[-1]
         print(

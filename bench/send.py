@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchdb import admin_connection, with_database
+from benchdb import bench_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/funnelwerk"
 HTML = "<p>Hello {{ contact.first_name }},</p>" + "<p>Lorem ipsum dolor sit amet.</p>" * 40
 
 
@@ -300,24 +299,7 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),
-        "DATABASE_URL": with_database(base_url, args.database),
-        "PYTHONPATH": str(ROOT),
-    }
-    admin = admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{args.database}"')
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=environment,
-            check=True,
-        )
+    with bench_database(args.database) as environment:
         command = [
             sys.executable,
             __file__,
@@ -337,10 +319,6 @@ def main() -> None:
             command, cwd=ROOT, env=environment, check=True, capture_output=True, text=True
         ).stdout
         result = json.loads(output.strip().splitlines()[-1])
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin.close()
     ratio = result["end_to_end_per_second"] / result["sink_only_per_second"]
     print(
         f"end-to-end: {result['messages']} messages, {result['workers']} workers, batches of "
