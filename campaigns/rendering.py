@@ -32,7 +32,7 @@ import re
 import traceback
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.headerregistry import Address
@@ -46,12 +46,12 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes, pass_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.defaults import DEFAULT_FILTERS
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
-from markupsafe import Markup
 from markupsafe import escape as markup_escape
 
 from contacts.mails import sender_of
@@ -101,11 +101,133 @@ class _Blank(ChainableUndefined):
         return self
 
 
+def _finalize(value: Any) -> Any:
+    # A JSON null prints as nothing, not as "None".
+    return "" if value is None else value
+
+
+def _escape_markupsafe(text: str) -> str:
+    return str(markup_escape(text))
+
+
+_escape_str: Callable[[str], str] = _escape_markupsafe
+try:
+    # markupsafe's C escaping of a str, without wrapping the result in Markup: that wrapper is
+    # a Python-level constructor and costs ten times the escaping of a short value. Private to
+    # markupsafe: tests/campaigns/test_rendering.py checks it escapes as markupsafe.escape.
+    from markupsafe._speedups import _escape_inner
+
+    _escape_str = _escape_inner
+except ImportError:  # pragma: no cover (markupsafe without its C extension, or renamed)
+    pass
+
+
+def _html_output(value: Any) -> str:
+    """What `{{ value }}` prints in HTML: _finalize and escape in one call (see
+    _MailCodeGenerator). Exactly what Jinja's escape(finalize(value)) prints."""
+    if type(value) is str:
+        return _escape_str(value)
+    if value is None:
+        return ""
+    return markup_escape(value)
+
+
+def _text_output(value: Any) -> str:
+    """What `{{ value }}` prints in the subject and text part: _finalize and str in one call."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return str(value)
+
+
+_LINK_FILTER = "_funnelwerk_link"
+"""The filter compiled mail HTML wraps around every href value (see _compiled_html)."""
+
+
+class _MailCodeGenerator(CodeGenerator):
+    """Jinja's code generator, with what runs for every value and link of every mail made
+    cheaper (bench/render.py):
+
+    - A printed value goes through one call, the environment's funnelwerk_output
+      (_html_output: finalize and escape; _text_output), instead of
+      escape(environment.finalize(value)), whose Markup wrapper costs more than the escaping.
+    - The link filter blocks of compiled mail HTML (_compiled_html): a block around literal
+      text (href="https://...") becomes one call with the link's target worked out here, once
+      per template: _tracked_static_link(url, value); one around a value that is no http(s)
+      link (mailto:, #top) becomes that text. Around rendered values, the filter gets the
+      joined text as it is: Jinja would first make it Markup (a Python-level constructor per
+      link) although the filter's result is written out as it is anyway.
+    Any other filter block is generated as Jinja does it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._output = self.temporary_identifier()
+        self._static_link = self.temporary_identifier()
+
+    def visit_FilterBlock(self, node: nodes.FilterBlock, frame: Frame) -> None:
+        if node.filter.name != _LINK_FILTER or not all(
+            isinstance(child, nodes.Output)
+            and all(isinstance(data, nodes.TemplateData) for data in child.nodes)
+            for child in node.body
+        ):
+            super().visit_FilterBlock(node, frame)
+            return
+        value = "".join(
+            data.data
+            for child in node.body
+            for data in child.nodes  # type: ignore[attr-defined]
+        )
+        url = _link_target(value)
+        if not value:
+            return
+        self.start_write(frame, node)
+        if url:
+            self.write(f"{self._static_link}({url!r}, {value!r})")
+        else:
+            self.write(repr(value))
+        self.end_write(frame)
+
+    def visit_Filter(self, node: nodes.Filter, frame: Frame) -> None:
+        if node.name == _LINK_FILTER and node.node is None and frame.buffer is not None:
+            self.write(f"{self.filters[_LINK_FILTER]}(concat({frame.buffer}))")
+            return
+        super().visit_Filter(node, frame)
+
+    def pull_dependencies(self, nodes_: Iterable[nodes.Node]) -> None:
+        # Called at the start of the template's body and of each {% block %}, each a function
+        # of its own: bind the output function (and the static link filter) there too.
+        super().pull_dependencies(nodes_)
+        self.writeline(f"{self._output} = environment.funnelwerk_output")
+        if _LINK_FILTER in self.filters:
+            self.writeline(f"{self._static_link} = environment.funnelwerk_static_link")
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # One call instead of escape(environment.finalize(...)): the output function does
+        # both (_html_output, _text_output).
+        if frame.eval_ctx.volatile:
+            super()._output_child_pre(node, frame, finalize)
+        else:
+            self.write(f"{self._output}(")
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if frame.eval_ctx.volatile:
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")")
+
+
 class _MailSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox (templates cannot change the context they are given) that also
     refuses the cheap ways to exhaust memory: huge repetitions and powers."""
 
     intercepted_binops = frozenset({"*", "**"})
+    code_generator_class = _MailCodeGenerator
+    # Read by _MailCodeGenerator's generated code (not reachable from templates, which never
+    # see the environment): how printed values are written, and the static link filter.
+    funnelwerk_output: Callable[[Any], str] = staticmethod(_html_output)
+    funnelwerk_static_link: Callable[[str, str], str] | None = None
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # The context is plain dicts: look the key up first. Jinja tries the attribute first
@@ -181,11 +303,6 @@ def _date_filter(context: Context, value: Any, pattern: str = "%Y-%m-%d") -> str
     return value.strftime(pattern)
 
 
-def _finalize(value: Any) -> Any:
-    # A JSON null prints as nothing, not as "None".
-    return "" if value is None else value
-
-
 SAFE_FILTERS = (
     "capitalize",
     "e",
@@ -208,6 +325,7 @@ SAFE_FILTERS = (
 
 def _environment(*, autoescape: bool) -> _MailSandbox:
     environment = _MailSandbox(autoescape=autoescape, undefined=_Blank, finalize=_finalize)
+    environment.funnelwerk_output = _html_output if autoescape else _text_output
     # An allow-list: no `safe` (contact data must stay escaped), no `attr`, `format`, `map`.
     environment.filters = {name: DEFAULT_FILTERS[name] for name in SAFE_FILTERS}
     environment.filters.update(default=_default_filter, d=_default_filter, date=_date_filter)
@@ -242,33 +360,48 @@ class _LinkTracking:
 _link_tracking: contextvars.ContextVar[_LinkTracking | None] = contextvars.ContextVar(
     "funnelwerk_link_tracking", default=None
 )
-_LINK_FILTER = "_funnelwerk_link"
 
 
-def _tracked_link(value: Any) -> Any:
-    """The filter around every href value of a compiled mail (see _compiled): the rendered
-    value, rewritten by the current mail's link rewriter when it is an http(s) link other
-    than the unsubscribe link. Positions count in rendering order, which is document order
-    but for links rendered ahead of their place ({% set %} blocks, macros)."""
+def _tracked(tracking: _LinkTracking, url: str) -> str:
+    """The rewritten `url` as an attribute value (escaped where it needs it)."""
+    new_url = tracking.rewriter(url, tracking.position)
+    tracking.position += 1
+    if "&" in new_url or '"' in new_url or "<" in new_url or ">" in new_url or "'" in new_url:
+        return html_lib.escape(new_url)
+    return new_url
+
+
+def _tracked_link(value: str) -> str:
+    """The filter around every href value with Jinja in it (see _compiled_html and
+    _MailCodeGenerator): `value` is the rendered attribute value (HTML, escaped), rewritten by
+    the current mail's link rewriter when it is an http(s) link other than the unsubscribe
+    link. Positions count in rendering order, which is document order but for links rendered
+    ahead of their place ({% set %} blocks, macros)."""
     tracking = _link_tracking.get()
     if tracking is None:
         return value
-    url = str(value)
+    url = value
     if "&" in url or not url.startswith(("https://", "http://")):
         url = _link_target(url)
     if not url or url == tracking.keep:
         return value
-    new_value = tracking.rewriter(url, tracking.position)
-    tracking.position += 1
-    if _NEEDS_ESCAPE.search(new_value):
-        return markup_escape(new_value)
-    return Markup(new_value)  # noqa: S704 (nothing in it to escape: checked above)
+    return _tracked(tracking, url)
+
+
+def _tracked_static_link(url: str, value: str) -> str:
+    """The same for an href value without Jinja: `url` is its http(s) target, found once when
+    the template was compiled, `value` the attribute value as written."""
+    tracking = _link_tracking.get()
+    if tracking is None or url == tracking.keep:
+        return value
+    return _tracked(tracking, url)
 
 
 mail_html_environment = _environment(autoescape=True)
-"""For compiled mail HTML: html_environment and the link filter (authors' templates are checked
-against html_environment, so the filter is not theirs to use)."""
+"""For compiled mail HTML: html_environment and the link filters (authors' templates are
+checked against html_environment, so the filters are not theirs to use)."""
 mail_html_environment.filters[_LINK_FILTER] = _tracked_link
+mail_html_environment.funnelwerk_static_link = _tracked_static_link
 
 _FORBIDDEN_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 

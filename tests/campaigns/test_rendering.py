@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jinja2
+import markupsafe
 import pytest
 from django.core import mail
 
@@ -609,6 +611,91 @@ def test_a_link_whose_jinja_spans_the_attribute_is_still_rewritten(grace: Contac
     assert body(rendered).startswith(
         '<a href="https://t.example.com/c/0">VIP</a><a href="https://t.example.com/c/1">Help</a>'
     )
+
+
+def test_links_in_blocks_and_macros_are_rewritten(grace: Contact) -> None:
+    # given links inside a {% block %} and a macro (functions of their own in compiled code)
+    html = (
+        '{% macro shop(path) %}<a href="https://shop.example.com/{{ path }}">{{ path }}</a>'
+        '<a href="https://shop.example.com/static">S</a>{% endmacro %}'
+        '{% block intro %}<a href="https://example.com/intro">Intro</a>'
+        '<a href="mailto:hi@example.com">Mail</a>{% endblock %}'
+        "{{ shop('shoes') }}"
+    )
+    calls, rewriter = _recording()
+
+    # when it is rendered
+    rendered = render(html, grace, link_rewriter=rewriter)
+
+    # then every web link went through the rewriter, in rendering order
+    assert calls == [
+        ("https://example.com/intro", 0),
+        ("https://shop.example.com/shoes", 1),
+        ("https://shop.example.com/static", 2),
+    ]
+    assert body(rendered).startswith(
+        '<a href="https://t.example.com/c/0">Intro</a><a href="mailto:hi@example.com">Mail</a>'
+        '<a href="https://t.example.com/c/1">shoes</a><a href="https://t.example.com/c/2">S</a>'
+    )
+
+
+def test_a_rewritten_link_is_escaped_in_its_attribute(grace: Contact) -> None:
+    # given a rewriter whose URLs carry characters that need escaping in an attribute
+    def rewriter(url: str, position: int) -> str:
+        return f"https://t.example.com/c?n={position}&to=\"{url}'"
+
+    html = '<a href="https://shop.example.com/a">A</a><a href="{{ contact.attributes.city }}">B</a>'
+    grace.attributes["city"] = "https://example.com/<city>"
+
+    # when it is rendered
+    rendered = render(html, grace, link_rewriter=rewriter)
+
+    # then the attribute values are escaped, the static and the rendered link alike
+    assert body(rendered).startswith(
+        '<a href="https://t.example.com/c?n=0&amp;to=&quot;https://shop.example.com/a&#x27;">A</a>'
+        '<a href="https://t.example.com/c?n=1&amp;to=&quot;https://example.com/&lt;city&gt;&#x27;">B</a>'
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "plain", "a&b", "<script>'x'</script>", '"quoted"', "Köln 🐍 &amp;", "\x00\ue000"],
+)
+def test_values_are_escaped_as_markupsafe_escapes_them(text: str) -> None:
+    # _html_output uses markupsafe's private C function: it must agree with the public escape
+    assert rendering._html_output(text) == str(markupsafe.escape(text))
+
+
+PRINTED_VALUES: list[Any] = [
+    None,
+    0,
+    3.5,
+    True,
+    "a<b>&\"'",
+    markupsafe.Markup("<b>bold</b>"),
+    [1, "<x>"],
+    {"k": "<v>"},
+]
+
+
+@pytest.mark.parametrize("value", PRINTED_VALUES)
+@pytest.mark.parametrize("autoescape", [True, False])
+def test_printed_values_are_what_jinja_prints(value: Any, autoescape: bool) -> None:
+    # given a template printing a value in several ways, and Jinja's own code generation
+    source = (
+        "{{ v }}|{{ v|e }}|{{ missing }}|{{ missing.deeper }}|{{ v ~ '<' }}|"
+        "{% for x in [v, none] %}{{ x }};{% endfor %}|{% set s %}<{{ v }}>{% endset %}{{ s }}"
+    )
+    ours = rendering.html_environment if autoescape else rendering.text_environment
+    reference = jinja2.Environment(
+        autoescape=autoescape,  # noqa: S701 (the text environment's reference is text)
+        undefined=rendering._Blank,
+        finalize=rendering._finalize,
+    )
+
+    # when both render it
+    # then the output is the same
+    assert ours.from_string(source).render(v=value) == reference.from_string(source).render(v=value)
 
 
 def test_templates_cannot_switch_escaping_off() -> None:
