@@ -46,7 +46,7 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes, pass_context
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.defaults import DEFAULT_FILTERS
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
@@ -149,6 +149,7 @@ class _MailCodeGenerator(CodeGenerator):
     """Jinja's code generator, with what runs for every value and link of every mail made
     cheaper (bench/render.py):
 
+    - `a.b` calls the sandbox's getattr bound once per function (visit_Getattr).
     - A printed value goes through one call, the environment's funnelwerk_output
       (_html_output: finalize and escape; _text_output), instead of
       escape(environment.finalize(value)), whose Markup wrapper costs more than the escaping.
@@ -164,6 +165,7 @@ class _MailCodeGenerator(CodeGenerator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._output = self.temporary_identifier()
+        self._getattr = self.temporary_identifier()
         self._static_link = self.temporary_identifier()
 
     def visit_FilterBlock(self, node: nodes.FilterBlock, frame: Frame) -> None:
@@ -200,8 +202,17 @@ class _MailCodeGenerator(CodeGenerator):
         # of its own: bind the output function (and the static link filter) there too.
         super().pull_dependencies(nodes_)
         self.writeline(f"{self._output} = environment.funnelwerk_output")
+        self.writeline(f"{self._getattr} = environment.getattr")
         if _LINK_FILTER in self.filters:
             self.writeline(f"{self._static_link} = environment.funnelwerk_static_link")
+
+    @optimizeconst
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        # `contact.first_name`: the sandbox's getattr bound once per function, not looked up
+        # on the environment at every use (our environments are not async).
+        self.write(f"{self._getattr}(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r})")
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
         # One call instead of escape(environment.finalize(...)): the output function does
@@ -442,8 +453,19 @@ def _template_line(exc: BaseException) -> int | None:
 
 
 def _render(template: Template, context: dict[str, Any], *, part: str) -> str:
+    """template.render(context), without its per-render copy of the globals into the context
+    (a third of a short render: bench/render.py); an error names the part and line."""
+    environment = template.environment
     try:
-        return template.render(context)
+        try:
+            return environment.concat(
+                template.root_render_func(
+                    template.new_context({**environment.globals, **context}, shared=True)
+                )
+            )
+        except Exception:
+            # As Template.render does: the traceback then holds the template's line numbers.
+            environment.handle_exception()
     except Exception as exc:
         # Whatever an untrusted template does wrong (refused attribute, 1/0, calling something
         # undefined) becomes a message for the author; nothing else escapes the sandbox.
