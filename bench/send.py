@@ -11,8 +11,9 @@ Run by hand (it creates and drops its own database, funnelwerk_bench_send by def
   campaigns.rendering.message_email -> SMTP sink on loopback -> acceptance committed, by the
   real campaigns.sending.messages_send in `--workers` processes (each its own database
   connection) taking batches of `--batch` ids from a shared queue.
-- sink-only: the same number of prebuilt mails (core.mail.MultipartEmail, as the send path
-  builds them) over one SMTP connection to the sink.
+- sink-only: the same mails, prebuilt (campaigns.sending.message_mail, as the send path
+  builds them: content, footer, headers and tracking) before the clock starts, sent over one
+  SMTP connection to the same sink by the same backend.
 
 The sink is aiosmtpd in its own process with a handler that only counts, or (--sink minimal)
 the minimal asyncio sink of bench/smtp_sink.py in --sink-processes processes on one port.
@@ -208,24 +209,25 @@ def end_to_end(port: int, ids: list[str], workers: int, batch_size: int) -> tupl
     return seconds, sent
 
 
-def sink_only(count: int) -> float:
-    """The same number of prebuilt mails over one SMTP connection: the mail class the send
-    path builds (core.mail.MultipartEmail, so both write MIME the same way)."""
-    from django.core.mail import get_connection
-
-    from core.mail import MultipartEmail
+def prebuilt_mails(ids: list[str]) -> list[Any]:
+    """The mails end-to-end sent, built again as the send path builds them
+    (campaigns.sending.messages_load and message_mail: same content, headers, footer and
+    tracking), before any clock starts."""
+    from campaigns.sending import message_mail, messages_load
 
     mails = []
-    for number in range(count):
-        mail = MultipartEmail(
-            subject=f"Hello Reader{number}",
-            body=f"Hello Reader{number}",
-            from_email="Bench <bench@example.com>",
-            to=[f"reader{number}@example.org"],
-            headers={"Message-ID": f"<prebuilt-{number}@example.com>"},
-        )
-        mail.attach_alternative(HTML.replace("{{ contact.first_name }}", "Reader"), "text/html")
-        mails.append(mail)
+    sequences: dict[Any, Any] = {}
+    for start in range(0, len(ids), 500):
+        batch = messages_load(ids[start : start + 500])
+        mails += [message_mail(message=message, sequences=sequences) for message in batch.values()]
+    return mails
+
+
+def sink_only(mails: list[Any]) -> float:
+    """The prebuilt mails over one SMTP connection, by the same backend as end-to-end: what
+    sending them costs without claiming, rendering and recording."""
+    from django.core.mail import get_connection
+
     connection = get_connection(fail_silently=False)
     connection.open()
     started = time.perf_counter()
@@ -255,7 +257,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             pk__in=ids, status=MessageStatus.SENT, esp_accepted_at__isnull=False
         ).count()
         received_e2e = counter.value
-        sink_seconds = sink_only(args.messages)
+        mails = prebuilt_mails(ids)
+        sink_seconds = sink_only(mails)
         received_total = counter.value
     finally:
         stop.set()
@@ -328,7 +331,7 @@ def main() -> None:
         f"{result['received_end_to_end']} received by the sink)"
     )
     print(
-        f"sink-only:  {result['messages']} prebuilt mails over one connection: "
+        f"sink-only:  the same {result['messages']} mails, prebuilt, over one connection: "
         f"{result['sink_only_seconds']} s = {result['sink_only_per_second']} msg/s "
         f"({result['received_sink_only']} received)"
     )

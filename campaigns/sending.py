@@ -57,7 +57,6 @@ from campaigns.models import Broadcast, BroadcastStatus, Message, MessageStatus,
 from campaigns.tracking_links import MailTracking, Source, mail_tracking
 from contacts.models import Contact, ContactStatus, Suppression
 from contacts.selectors import contact_is_mailable
-from core.mail import tag_workspace
 from core.models import Workspace
 from core.prepared import PreparedStatement
 from core.rawsql import db_time, db_uuid
@@ -482,6 +481,20 @@ def _tracking_of(message: Message) -> MailTracking:
     )
 
 
+def message_mail(*, message: Message, sequences: dict[uuid.UUID, Sequence]) -> EmailMessage:
+    """The mail of `message` as the send path builds it: its step's (or broadcast's) content
+    rendered for its contact with the workspace's tracking, tagged with the workspace.
+    `sequences` caches the batch's sequences by id. Load the message as messages_send does
+    (contact, workspace, enrollment, broadcast; the contact's tags) to build it without
+    queries. Raises when it cannot be built (no postal address, a failing template, a step
+    that no longer exists, no recipient)."""
+    step = _step_of(message, sequences)
+    mail = rendering.message_email(message=message, step=step, tracking=_tracking_of(message))
+    if not mail.recipients():
+        raise _NotBuildable("The mail has no recipient.")
+    return mail
+
+
 def _message_id_header(mail: EmailMessage, message: Message) -> str:
     """The Message-ID the mail carries; a deterministic one is set when rendering gave none,
     so a resent copy carries the same id and the receiving side can fold duplicates."""
@@ -613,11 +626,7 @@ def _send_one(
     message.status = MessageStatus.SENDING
     message.attempts += 1
     try:
-        step = _step_of(message, sequences)
-        mail = rendering.message_email(message=message, step=step, tracking=_tracking_of(message))
-        if not mail.recipients():
-            raise _NotBuildable("The mail has no recipient.")
-        tag_workspace(mail, message.workspace_id)
+        mail = message_mail(message=message, sequences=sequences)
         message_id_header = _message_id_header(mail, message)
     except Exception as error:  # content is deterministic: retrying won't help
         logger.warning("message %s could not be built", message.pk, exc_info=True)
@@ -662,6 +671,21 @@ def _send_one(
     return _Accepted(message.pk, _esp_message_id(mail, message_id_header), str(mail.subject))
 
 
+def messages_load(ids: list[str]) -> dict[uuid.UUID, Message]:
+    """The messages of a batch by id, in one read with what message_mail needs (tags
+    included), and one Workspace object per workspace, so that send slots and settings are
+    shared in the batch."""
+    batch = (
+        Message.objects.select_related("contact", "workspace", "enrollment", "broadcast")
+        .prefetch_related("contact__tags")
+        .in_bulk(ids)
+    )
+    workspaces: dict[uuid.UUID, Workspace] = {}
+    for loaded in batch.values():
+        loaded.workspace = workspaces.setdefault(loaded.workspace_id, loaded.workspace)
+    return batch
+
+
 def messages_send(
     *, message_ids: list[str], max_wait_seconds: float = MAX_BATCH_WAIT_SECONDS
 ) -> SendResult:
@@ -678,17 +702,8 @@ def messages_send(
     (already sent, being sent, failed, cancelled, not yet due) is skipped.
     """
     ids = list(dict.fromkeys(str(message_id) for message_id in message_ids))
-    # One read for the batch (what rendering needs, tags included); the claim re-checks the
-    # state that matters at the moment of sending.
-    batch = (
-        Message.objects.select_related("contact", "workspace", "enrollment", "broadcast")
-        .prefetch_related("contact__tags")
-        .in_bulk(ids)
-    )
-    workspaces: dict[uuid.UUID, Workspace] = {}
-    for loaded in batch.values():
-        # One Workspace object per workspace, so slots and settings are shared in the batch.
-        loaded.workspace = workspaces.setdefault(loaded.workspace_id, loaded.workspace)
+    # The claim re-checks the state that matters at the moment of sending.
+    batch = messages_load(ids)
     slots: dict[uuid.UUID, _Slots] = {}
     tally = _Tally()
     sequences: dict[uuid.UUID, Sequence] = {}
