@@ -715,3 +715,69 @@ def test_a_worker_killed_mid_batch_leaves_every_mail_sent_and_at_most_the_unreco
     assert result.sent == 20 - statuses[MessageStatus.SENT]
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
     assert Message.objects.filter(esp_accepted_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_batch_is_read_in_a_fixed_number_of_queries_and_shares_workspace_and_broadcast(
+    workspace, django_assert_num_queries
+):
+    # given sequence messages and broadcast messages of one workspace
+    from campaigns.models import Broadcast, BroadcastStatus
+    from campaigns.sending import message_mail, messages_load
+
+    sequence_messages = make_messages(workspace, 3)
+    broadcast = Broadcast.objects.create(
+        workspace=workspace,
+        name="News",
+        subject="News for {{ contact.first_name }}",
+        html="<p>News</p>",
+        status=BroadcastStatus.SENDING,
+    )
+    broadcast_messages = [
+        Message.objects.create(
+            workspace=workspace,
+            contact=message.contact,
+            broadcast=broadcast,
+            subject="News",
+        )
+        for message in sequence_messages
+    ]
+    ids = ids_of(sequence_messages + broadcast_messages)
+
+    # when the batch is read (messages with contacts and enrollments, workspaces, broadcasts,
+    # tags) and every mail built (the batch's one sequence read once)
+    with django_assert_num_queries(5):
+        batch = messages_load(ids)
+        sequences: dict[Any, Any] = {}
+        mails = [message_mail(message=message, sequences=sequences) for message in batch.values()]
+
+    # then every mail is built, and the messages share one workspace and one broadcast object
+    assert sorted(str(mail.subject) for mail in mails) == sorted(
+        [f"Welcome, Reader{n}" for n in range(3)] + [f"News for Reader{n}" for n in range(3)]
+    )
+    assert len({id(message.workspace) for message in batch.values()}) == 1
+    assert len({id(m.broadcast) for m in batch.values() if m.broadcast_id is not None}) == 1
+
+
+@pytest.mark.django_db
+def test_sending_takes_one_query_per_mail_beyond_the_batch(workspace):
+    # given two batches of queued messages, of 2 and of 5
+    from django.db import connection as db_connection
+    from django.test.utils import CaptureQueriesContext
+
+    messages = make_messages(workspace, 8)
+    first, small, large = messages[:1], messages[1:3], messages[3:]
+    counts = []
+
+    # when each is sent (after a first mail: the statements are prepared once per connection)
+    with smtp_server(ScriptedSMTP()), time_machine.travel(T0, tick=False):
+        messages_send(message_ids=ids_of(first))
+        for batch in (small, large):
+            with CaptureQueriesContext(db_connection) as queries:
+                result = messages_send(message_ids=ids_of(batch))
+            assert result.sent == len(batch)
+            counts.append(len(queries))
+
+    # then three more mails cost three more queries: each mail's claim, with the previous
+    # mail's acceptance in the same query; reading and rendering cost the same for any size
+    assert counts[1] - counts[0] == 3
