@@ -960,7 +960,7 @@ def _compile_part(source: str, *, env: _MailSandbox, part: str) -> Template:
 
 # --- links, footer, headers ---------------------------------------------------------------------
 
-_SOURCE_HREF = re.compile(r"""(?<=\s)href\s*=\s*(?:"([^"]*)"|'([^'"]*)'|([^\s"'=<>`]+))""", re.I)
+_SOURCE_HREF = re.compile(r"""(?<=\s)href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""", re.I)
 _ATTRIBUTE_START = frozenset(" \t\n\r\f")
 _NEEDS_ESCAPE = re.compile("[&<>\"']")
 
@@ -972,8 +972,10 @@ def _normalise_hrefs(text: str, wrap: tuple[str, str] = ("", "")) -> str:
     opening, closing = wrap
 
     def quoted(match: re.Match[str]) -> str:
-        value = match.group(1) or match.group(2) or match.group(3) or ""
-        return f'href="{opening}{value}{closing}"'
+        # A double quote in a single-quoted value is written as &quot; (the same value once
+        # parsed). Jinja in the value is a placeholder here, its own quotes are untouched.
+        value = match.group(1) or (match.group(2) or "").replace('"', "&quot;") or match.group(3)
+        return f'href="{opening}{value or ""}{closing}"'
 
     def normalise(tag: re.Match[str]) -> str:
         attrs = tag.group("attrs")

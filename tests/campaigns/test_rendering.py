@@ -657,6 +657,30 @@ def test_a_rewritten_link_is_escaped_in_its_attribute(grace: Contact) -> None:
     )
 
 
+def test_a_literal_link_with_quotes_and_backslashes_is_compiled_as_text(grace: Contact) -> None:
+    # given literal hrefs holding what Python source would trip over (the compiled template
+    # carries them as string literals)
+    html = (
+        "<a href='https://shop.example.com/it&#39;s\\x?a=1&amp;b=\"q\"'>A</a>"
+        '<a href="mailto:o\'neil@example.com?subject=\\n">M</a>'
+    )
+    calls, rewriter = _recording()
+
+    # when it is rendered with and without link tracking
+    tracked = render(html, grace, link_rewriter=rewriter)
+    untracked = render(html, grace)
+
+    # then the web link's target is the unescaped URL, the mailto link stays as written, and
+    # untracked both are as the author wrote them, in double quotes (a double quote inside
+    # becomes &quot;, the same value)
+    assert calls == [('https://shop.example.com/it\'s\\x?a=1&b="q"', 0)]
+    assert body(tracked).startswith('<a href="https://t.example.com/c/0">A</a>')
+    assert body(untracked).startswith(
+        '<a href="https://shop.example.com/it&#39;s\\x?a=1&amp;b=&quot;q&quot;">A</a>'
+        '<a href="mailto:o\'neil@example.com?subject=\\n">M</a>'
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     ["", "plain", "a&b", "<script>'x'</script>", '"quoted"', "Köln 🐍 &amp;", "\x00\ue000"],
