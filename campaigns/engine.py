@@ -58,7 +58,7 @@ from campaigns.models import (
     Sequence,
     SequenceStatus,
 )
-from campaigns.services import enrollment_create
+from campaigns.services import enrollment_create, messages_cancel_unsent
 from campaigns.tracking_links import with_utm
 from contacts.models import (
     Contact,
@@ -86,7 +86,6 @@ CAP_COUNTED = (
     MessageStatus.SENT,
     MessageStatus.RETRYING,
 )
-UNSENT = (MessageStatus.QUEUED, MessageStatus.RETRYING)
 DAY = dt.timedelta(days=1)
 WEEK = dt.timedelta(days=7)
 
@@ -766,12 +765,6 @@ def reactions_on_stage(*, contact_id: str, stage_id: str) -> int:
 # --- ending runs
 
 
-def _cancel_unsent(messages: Any, reason: str) -> int:
-    return int(
-        messages.filter(status__in=UNSENT).update(status=MessageStatus.CANCELLED, error=reason)
-    )
-
-
 def enrollments_end_for_contacts(*, contact_ids: list[str], reason: str = "unsubscribed") -> int:
     """The contacts must get no further marketing mail: end all their active enrollments
     ("exited") and cancel their messages not yet handed to the mail service. Runs in the
@@ -780,7 +773,9 @@ def enrollments_end_for_contacts(*, contact_ids: list[str], reason: str = "unsub
     ended = Enrollment.objects.filter(
         contact_id__in=contact_ids, status=EnrollmentStatus.ACTIVE
     ).update(status=EnrollmentStatus.EXITED, exit_reason=reason, finished_at=now, next_run_at=None)
-    _cancel_unsent(Message.objects.filter(contact_id__in=contact_ids), f"cancelled: {reason}")
+    messages_cancel_unsent(
+        Message.objects.filter(contact_id__in=contact_ids), f"cancelled: {reason}"
+    )
     return int(ended)
 
 
@@ -810,7 +805,7 @@ def goals_on_event(*, workspace_id: str, contact_id: str, name: str) -> int:
         finished_at=now,
         next_run_at=None,
     )
-    _cancel_unsent(Message.objects.filter(enrollment_id__in=ids), f"cancelled: goal {name}")
+    messages_cancel_unsent(Message.objects.filter(enrollment_id__in=ids), f"cancelled: goal {name}")
     return int(converted)
 
 

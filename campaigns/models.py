@@ -23,7 +23,7 @@ class SequenceStatus(models.TextChoices):
 class Reentry(models.TextChoices):
     NEVER = "never", _("Never: once per contact")
     AFTER_EXIT = "after_exit", _("Again after the previous run ended")
-    ALWAYS = "always", _("Always (a new run each time the trigger fires)")
+    ALWAYS = "always", _("Always: a new entry restarts a run still going")
 
 
 class Sequence(models.Model):

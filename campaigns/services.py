@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -13,6 +13,8 @@ from campaigns.graph import validate_exit_on, validate_send_window, validate_ste
 from campaigns.models import (
     Enrollment,
     EnrollmentStatus,
+    Message,
+    MessageStatus,
     Reentry,
     Sequence,
     SequenceStatus,
@@ -162,14 +164,28 @@ def sequence_set_status(*, sequence: Sequence, status: str) -> Sequence:
     return sequence
 
 
+UNSENT = (MessageStatus.QUEUED, MessageStatus.RETRYING)
+"""Messages not yet handed to the mail service: they can still be cancelled."""
+
+
+def messages_cancel_unsent(messages: QuerySet[Message], reason: str) -> int:
+    """Cancel those of `messages` not yet handed to the mail service, with `reason`."""
+    return int(
+        messages.filter(status__in=UNSENT).update(status=MessageStatus.CANCELLED, error=reason)
+    )
+
+
 @transaction.atomic
 def enrollment_create(
     *, sequence: Sequence, contact: Contact, reason: str = "manual"
 ) -> Enrollment | None:
     """Start the contact on the sequence's first step, due now.
 
-    Honours the re-entry policy and the rule of one active run per contact and sequence;
-    returns None when the contact may not (or already does) run through it.
+    Honours the re-entry policy (`never`: once per contact; `after_exit`: again once the
+    previous run has ended; `always`: at every entry, a run still active is ended as "exited"
+    with the reason "restarted" and its unsent mails cancelled, in the same transaction) and
+    the rule of one active run per contact and sequence; returns None when the contact may not
+    (or already does) run through it.
     """
     if contact.workspace_id != sequence.workspace_id:
         raise ApplicationError(_("That contact is not in this workspace."), field="contact")
@@ -178,11 +194,15 @@ def enrollment_create(
     previous = Enrollment.objects.filter(sequence=sequence, contact=contact)
     if sequence.reentry == Reentry.NEVER and previous.exists():
         return None
-    if previous.filter(status=EnrollmentStatus.ACTIVE).exists():
+    active = previous.filter(status=EnrollmentStatus.ACTIVE)
+    restart = sequence.reentry == Reentry.ALWAYS
+    if not restart and active.exists():
         return None
     now = timezone.now()
     try:
         with transaction.atomic():
+            if restart:
+                _runs_restart(list(active.values_list("pk", flat=True)), now)
             return Enrollment.objects.create(
                 workspace_id=sequence.workspace_id,
                 sequence=sequence,
@@ -194,3 +214,15 @@ def enrollment_create(
             )
     except IntegrityError:  # a concurrent trigger won the race; one active run is enough
         return None
+
+
+def _runs_restart(enrollment_ids: list[Any], now: Any) -> None:
+    """End the runs a new entry restarts (re-entry `always`) and cancel their unsent mails."""
+    if not enrollment_ids:
+        return
+    Enrollment.objects.filter(pk__in=enrollment_ids, status=EnrollmentStatus.ACTIVE).update(
+        status=EnrollmentStatus.EXITED, exit_reason="restarted", finished_at=now, next_run_at=None
+    )
+    messages_cancel_unsent(
+        Message.objects.filter(enrollment_id__in=enrollment_ids), "cancelled: the run restarted"
+    )

@@ -679,6 +679,46 @@ def test_stalled_contacts_are_enrolled_once_per_stay(
     assert Enrollment.objects.filter(contact=subscriber).count() == 1
 
 
+@pytest.mark.parametrize(("reentry", "runs"), [("always", 2), ("after_exit", 1), ("never", 1)])
+def test_reentry_always_restarts_a_run_still_going_and_cancels_its_unsent_mail(
+    workspace: Workspace,
+    subscriber: Contact,
+    make_sequence: Callable[..., Sequence],
+    reentry: str,
+    runs: int,
+) -> None:
+    # given a run that has queued its first mail and waits a day before the second
+    sequence = make_sequence(
+        [email("a", "w"), wait("w", "P1D", "b"), email("b", None)], reentry=reentry
+    )
+    with time_machine.travel(T0, tick=False):
+        first = enrollment_create(sequence=sequence, contact=subscriber)
+        assert first is not None
+        engine.tick()
+
+        # when the contact enters the sequence again an hour later
+        with time_machine.travel(T0 + dt.timedelta(hours=1), tick=False):
+            second = enrollment_create(sequence=sequence, contact=subscriber, reason="event")
+
+    # then with "always" the first run ended as restarted, its unsent mail cancelled, and a
+    # new run starts at the first step; the other policies keep the run going and start none
+    first.refresh_from_db()
+    assert Enrollment.objects.filter(sequence=sequence, contact=subscriber).count() == runs
+    first_mail = Message.objects.get(enrollment=first)
+    if reentry == "always":
+        assert second is not None
+        assert (second.status, second.current_step) == ("active", "a")
+        assert (first.status, first.exit_reason, first.next_run_at) == ("exited", "restarted", None)
+        assert (first_mail.status, first_mail.error) == (
+            MessageStatus.CANCELLED,
+            "cancelled: the run restarted",
+        )
+    else:
+        assert second is None
+        assert (first.status, first.current_step) == ("active", "w")
+        assert first_mail.status == MessageStatus.QUEUED
+
+
 def tagged(contact: Contact, *tags: str) -> None:
     contact_update(contact=contact, changes={"tags": list(tags)})
 
@@ -771,7 +811,7 @@ def test_the_segment_scan_leaves_other_sequences_and_non_members_alone(
 
 @pytest.mark.parametrize(
     ("reentry", "after_completion", "while_active"),
-    [("never", False, False), ("after_exit", True, False), ("always", True, False)],
+    [("never", False, False), ("after_exit", True, False), ("always", True, True)],
 )
 def test_reentry_policy(
     workspace: Workspace,
@@ -790,7 +830,10 @@ def test_reentry_policy(
         ) is while_active
         clock.move_to(T0 + dt.timedelta(days=1))
         engine.tick()
-        assert Enrollment.objects.get().status == "completed"
+        # one run completed ("always" also left the run it restarted, exited)
+        assert list(Enrollment.objects.exclude(status="exited").values_list("status")) == [
+            ("completed",)
+        ]
         again = enrollment_create(sequence=sequence, contact=subscriber)
     assert (again is not None) is after_completion
 
