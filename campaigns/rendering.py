@@ -354,7 +354,6 @@ html_environment = _environment(autoescape=True)
 """For HTML: everything printed is escaped."""
 text_environment = _environment(autoescape=False)
 """For the subject and the plain-text part: printed as it is."""
-environment = html_environment
 
 
 @dataclass(slots=True)
