@@ -67,10 +67,13 @@ def test_build_activate_subscribe_and_see_the_first_mail(
     page.select_option("#id_trigger_type", "list_confirmed")
     page.select_option("#id_trigger_list", str(newsletter.pk))
     assert page.is_hidden("#id_trigger_event")  # only the chosen trigger's parameter shows
+    page.select_option("#id_reentry", "always")
+    screenshot("sequence-form")
     page.click("button:has-text('Create and open the builder')")
     page.wait_for_url(re.compile(r"/sequences/[0-9a-f-]{36}/$"))
     sequence = Sequence.objects.get(workspace=workspace)
     assert sequence.trigger == {"type": "list_confirmed", "list": str(newsletter.pk)}
+    assert sequence.reentry == "always"
 
     # and writes the one email in the editor, watching the live preview
     page.click("[data-key=welcome] >> text=Edit")
