@@ -9,7 +9,7 @@ scanner clicks are "machine_opened" / "bot_clicked" and never touch the human on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,27 @@ def message_workspaces(message_ids: list[str]) -> dict[str, uuid.UUID]:
             return {str(row[0]): row[1] for row in cursor.fetchall()}
     rows = Message.objects.filter(pk__in=message_ids).values_list("pk", "workspace_id")
     return {str(pk): workspace_id for pk, workspace_id in rows}
+
+
+def messages_lock(message_ids: Iterable[Any]) -> None:
+    """Lock these messages' rows for the rest of the transaction, in id order, before writing
+    to them (FOR NO KEY UPDATE: what an UPDATE takes; inserts referencing them still go).
+
+    Batches of reports (ESP webhooks, tracking hits) write milestones and more to many
+    messages in a few statements, and an UPDATE ... FROM unnest(...) locks its rows in the
+    join's order, which follows each batch's own order: two batches over the same messages in
+    different orders would each hold a row the other waits for, and PostgreSQL would abort one
+    (deadlock). Locked first in one order, one batch waits for the other instead. SQLite (the
+    embedded default) lets one writer in at a time and needs none of this."""
+    ids = sorted({str(message_id) for message_id in message_ids})
+    if not ids or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT 1 FROM "{Message._meta.db_table}" '  # noqa: S608
+            'WHERE "id" = ANY(%s::uuid[]) ORDER BY "id" FOR NO KEY UPDATE',
+            [pg_array(ids)],
+        )
 
 
 def announce(milestone: str, message_ids: list[str]) -> None:

@@ -59,7 +59,7 @@ from django.urls import URLPattern
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from campaigns.milestones import milestones_set
+from campaigns.milestones import messages_lock, milestones_set
 from campaigns.models import Message
 from campaigns.tracking_links import Source
 from contacts.models import Contact, ContactStatus
@@ -529,6 +529,9 @@ def esp_reports_record(reports: Iterable[EspReport]) -> EspRecordResult:
         logger.info(
             "%d ESP events for unknown messages ignored (e.g. %s)", len(unknown), unknown[:3]
         )
+    # Every message this batch may write to, locked in one order before any write: a batch
+    # over the same messages in another order waits instead of deadlocking.
+    messages_lock(message.id for message in messages.values())
     now = timezone.now()
     inserted = activities_insert(
         [_activity_row(report, message, now) for report, message in deliveries]

@@ -30,7 +30,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from campaigns import engine
-from campaigns.milestones import announce, milestones_set
+from campaigns.milestones import announce, messages_lock, milestones_set
 from campaigns.models import Broadcast, Message, Sequence
 from core.pgarray import pg_array
 from tracking import classification
@@ -266,6 +266,8 @@ def hits_write(
 
     inserted = activities_insert(rows)
     new = [row for row in rows if row.key in inserted]
+    # The messages it writes to, locked in one order first (see campaigns.milestones).
+    messages_lock(row.message_id for row in new if row.message_id is not None)
     _apply(new)
     # Anonymous rows set no milestone, so nothing else tells the rollups about them.
     anonymous_activity_announce(new)
