@@ -145,7 +145,7 @@ def _fail(delivery: StepWebhookDelivery, reason: str) -> bool:
 
 
 def _record(
-    delivery: StepWebhookDelivery, *, attempted_at: dt.datetime, result: outbound_http.PostResult
+    delivery: StepWebhookDelivery, *, attempted_at: dt.datetime, result: outbound_http.HttpResult
 ) -> None:
     now = timezone.now()
     common = {

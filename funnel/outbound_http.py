@@ -1,4 +1,5 @@
-"""An HTTP POST client for calling URLs that users typed in (outgoing webhooks), safe against SSRF.
+"""An HTTP client for calling URLs from outside (outgoing webhooks to URLs users typed in, the
+certificates of signed inbound messages), safe against SSRF.
 
 The host name is resolved once, every address it resolves to must be public (ip.is_global), and
 the connection is then made to that vetted address itself, with the name kept for TLS (SNI and
@@ -36,13 +37,15 @@ class UnsafeUrl(Exception):
 
 
 @dataclass(frozen=True)
-class PostResult:
-    """What came back from one POST. status_code is None when no HTTP answer arrived."""
+class HttpResult:
+    """What came back from one request. status_code is None when no HTTP answer arrived;
+    `content` is the body as received (up to 64 KiB), `excerpt` the part safe to show."""
 
     status_code: int | None
     excerpt: str = ""
     error: str = ""
     duration_ms: int = 0
+    content: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -154,10 +157,21 @@ def _host_header(target: _Target) -> str:
     return host if target.port == default else f"{host}:{target.port}"
 
 
-def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> PostResult:
+def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> HttpResult:
     """POST `body` to `url` with the SSRF rules above. Never raises for network trouble: the
     result carries the error. Timeouts: 5 s to connect, 10 s per read and for the whole
     response body, which is read up to 64 KiB."""
+    return _request("POST", url, body=body, headers=headers)
+
+
+def get(url: str, *, headers: Mapping[str, str] | None = None) -> HttpResult:
+    """GET `url` with the same rules, timeouts and limits as post."""
+    return _request("GET", url, body=None, headers=headers or {})
+
+
+def _request(
+    method: str, url: str, *, body: bytes | None, headers: Mapping[str, str]
+) -> HttpResult:
     started = time.monotonic()
 
     def elapsed_ms() -> int:
@@ -167,7 +181,7 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> PostResult:
         target = check_url(url)
         address = resolve_public(target.host, target.port)
     except UnsafeUrl as exc:
-        return PostResult(
+        return HttpResult(
             status_code=None, error=_("Refused: %(reason)s") % {"reason": exc}, duration_ms=0
         )
 
@@ -191,7 +205,7 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> PostResult:
     request_headers = {**headers, "Host": _host_header(target)}
     try:
         response = pool.urlopen(
-            "POST",
+            method,
             target.path,
             body=body,
             headers=request_headers,
@@ -211,21 +225,21 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> PostResult:
         finally:
             response.close()
     except urllib3.exceptions.ConnectTimeoutError:
-        return PostResult(
+        return HttpResult(
             status_code=None, error=_("Connection timed out."), duration_ms=elapsed_ms()
         )
     except urllib3.exceptions.ReadTimeoutError:
-        return PostResult(
+        return HttpResult(
             status_code=None, error=_("No answer within 10 seconds."), duration_ms=elapsed_ms()
         )
     except urllib3.exceptions.SSLError as exc:
-        return PostResult(
+        return HttpResult(
             status_code=None,
             error=_("TLS failed: %(reason)s") % {"reason": _short(exc)},
             duration_ms=elapsed_ms(),
         )
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        return PostResult(
+        return HttpResult(
             status_code=None,
             error=_("Connection failed: %(reason)s") % {"reason": _short(exc)},
             duration_ms=elapsed_ms(),
@@ -240,11 +254,12 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str]) -> PostResult:
         }
     elif not 200 <= status_code < 300:
         error = _("Answered with HTTP %(status)d.") % {"status": status_code}
-    return PostResult(
+    return HttpResult(
         status_code=status_code,
         excerpt=clean_excerpt(bytes(received)),
         error=error,
         duration_ms=elapsed_ms(),
+        content=bytes(received),
     )
 
 

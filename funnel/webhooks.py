@@ -336,7 +336,7 @@ def _record(
     delivery: WebhookDelivery,
     endpoint: WebhookEndpoint,
     attempted_at: datetime,
-    result: outbound_http.PostResult,
+    result: outbound_http.HttpResult,
 ) -> None:
     WebhookAttempt.objects.create(
         delivery=delivery,

@@ -69,6 +69,7 @@ from core.pgarray import pg_array
 from tracking.hits import CLICK, OPEN, USER_AGENT_LIMIT, Hit, truncate_ip
 from tracking.ingest import MessageFacts, activities_insert, hits_write
 from tracking.models import Activity, ActivityKind, ActivityRow, Actor, Origin
+from tracking.sns import sns_signature_valid
 
 logger = logging.getLogger(__name__)
 
@@ -324,10 +325,14 @@ def _unsecured(view: Callable[..., HttpResponse]) -> bool:
     return bool(instance.warn_if_no_basic_auth and not instance.basic_auth)
 
 
-def esp_webhook_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def esp_webhook_view(
+    view: Callable[..., HttpResponse], *, signed_by_sns: bool = False
+) -> Callable[..., HttpResponse]:
     """anymail's webhook view, recording the events of one request together after anymail
     has checked and parsed it. An error while recording answers 500, so the ESP posts the
-    batch again later (nothing was committed; the keys make the retry safe)."""
+    batch again later (nothing was committed; the keys make the retry safe). With
+    `signed_by_sns` (Amazon SES), a message whose SNS signature does not verify is refused
+    before anymail reads it (tracking.sns)."""
 
     @functools.wraps(view)
     def esp_webhook(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -335,6 +340,13 @@ def esp_webhook_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
             logger.error(
                 "ESP webhook refused: set ANYMAIL_WEBHOOK_SECRET (see docs/esp-webhooks.md)"
             )
+            return HttpResponseForbidden()
+        if (
+            signed_by_sns
+            and settings.SES_VERIFY_SNS_SIGNATURES
+            and not sns_signature_valid(request.body)
+        ):
+            logger.warning("SES webhook refused: the SNS signature does not verify")
             return HttpResponseForbidden()
         collected: list[EspReport] = []
         token = _request_reports.set(collected)
@@ -356,7 +368,12 @@ def esp_webhook_urls() -> tuple[list[URLPattern], str]:
 
     patterns = [
         URLPattern(
-            pattern.pattern, esp_webhook_view(pattern.callback), pattern.default_args, pattern.name
+            pattern.pattern,
+            esp_webhook_view(
+                pattern.callback, signed_by_sns=(pattern.name or "").startswith("amazon_ses_")
+            ),
+            pattern.default_args,
+            pattern.name,
         )
         for pattern in anymail_urls.urlpatterns
         if isinstance(pattern, URLPattern)

@@ -177,6 +177,11 @@ for _key in ("MAILGUN_WEBHOOK_SIGNING_KEY", "SENDGRID_TRACKING_WEBHOOK_VERIFICAT
         ANYMAIL[_key] = env_str(f"ANYMAIL_{_key}")
     else:
         ANYMAIL.pop(_key, None)
+# SES events come through SNS, which signs every message: tracking.sns checks the signature
+# before anymail's view reads it (on top of the basic auth), with certificates only from these
+# hosts. Off only for a relay that re-posts SNS messages unsigned.
+SES_VERIFY_SNS_SIGNATURES = env_bool("SES_VERIFY_SNS_SIGNATURES", True)
+SNS_SIGNING_CERT_HOSTS = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Funnelwerk <noreply@funnelwerk.local>")
 # Complaint-rate guard (campaigns.complaints): pause a workspace's marketing mail above this
 # rate of the last 24 hours (Gmail's 0.3 %), once at least this many mails were delivered.

@@ -43,10 +43,12 @@ from core.models import TrackingMode, Workspace
 from funnel.models import WebhookDelivery
 from funnel.webhooks import webhook_endpoint_create
 from tests.factories import WorkspaceFactory
+from tests.tracking.sns_signing import SnsSigner
 from tracking.esp import _messages_by_esp_id
 from tracking.hits import Hit
 from tracking.ingest import hits_write
 from tracking.models import Activity
+from tracking.sns import signing_cert_url_allowed
 
 pytestmark = pytest.mark.django_db
 
@@ -212,7 +214,8 @@ def post_postmark(client: Client, payload: dict[str, Any]) -> Any:
 
 
 def ses_notification(ses_event: dict[str, Any], message: Message, at: datetime) -> dict[str, Any]:
-    """An SNS notification wrapping an SES event (SES event publishing to an SNS topic)."""
+    """An SNS notification wrapping an SES event (SES event publishing to an SNS topic); post_ses
+    signs it."""
     ses_event["mail"] = {
         "timestamp": T0.isoformat().replace("+00:00", "Z"),
         "source": "Shop <shop@example.com>",
@@ -235,17 +238,15 @@ def ses_notification(ses_event: dict[str, Any], message: Message, at: datetime) 
         "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-events",
         "Message": json.dumps(ses_event),
         "Timestamp": at.isoformat().replace("+00:00", "Z"),
-        "SignatureVersion": "1",
-        "Signature": base64.b64encode(b"signed by SNS").decode(),
-        "SigningCertURL": "https://sns.eu-central-1.amazonaws.com/SimpleNotificationService.pem",
         "UnsubscribeURL": "https://sns.eu-central-1.amazonaws.com/?Action=Unsubscribe",
     }
 
 
-def post_ses(client: Client, notification: dict[str, Any], **headers: str) -> Any:
+def post_ses(client: Client, sns: SnsSigner, notification: dict[str, Any], **headers: str) -> Any:
+    """POST `notification` as SNS does: signed (see tests/tracking/sns_signing.py)."""
     return client.post(
         reverse("anymail:amazon_ses_tracking_webhook"),
-        json.dumps(notification),
+        json.dumps(sns.sign(notification)),
         content_type="text/plain; charset=UTF-8",
         HTTP_X_AMZ_SNS_MESSAGE_TYPE=notification["Type"],
         HTTP_X_AMZ_SNS_MESSAGE_ID=notification["MessageId"],
@@ -523,7 +524,9 @@ def test_postmark_delivery_open_bounce_and_complaint(client: Client, workspace: 
     assert Activity.objects.count() == activities == 4
 
 
-def test_amazon_ses_notifications_through_sns(client: Client, workspace: Workspace) -> None:
+def test_amazon_ses_notifications_through_sns(
+    client: Client, workspace: Workspace, sns: SnsSigner
+) -> None:
     # given two messages sent through SES
     delivered = sent_message(subscriber(workspace), "0107018f3b0a1d2c-delivered-000000")
     complained = sent_message(subscriber(workspace), "0107018f3b0a1d2c-complained-000000")
@@ -558,10 +561,8 @@ def test_amazon_ses_notifications_through_sns(client: Client, workspace: Workspa
     )
 
     # when SNS posts them
-    assert [post_ses(client, delivery).status_code, post_ses(client, complaint).status_code] == [
-        200,
-        200,
-    ]
+    answers = [post_ses(client, sns, delivery), post_ses(client, sns, complaint)]
+    assert [answer.status_code for answer in answers] == [200, 200]
 
     # then
     assert snapshot(delivered, complained) == [
@@ -584,13 +585,13 @@ def test_amazon_ses_notifications_through_sns(client: Client, workspace: Workspa
     ) == ["esp:amazon_ses complaint"]
 
     # SNS redelivers the same notification: nothing changes
-    assert post_ses(client, complaint).status_code == 200
+    assert post_ses(client, sns, complaint).status_code == 200
     assert Activity.objects.count() == 2
     assert complained.contact.consent_records.filter(kind="unsubscribe").count() == 1
 
 
 def test_an_smtp_send_through_ses_is_found_by_its_message_id_header(
-    client: Client, workspace: Workspace
+    client: Client, workspace: Workspace, sns: SnsSigner
 ) -> None:
     # given a message sent over SES's SMTP relay: we only know our own Message-ID header
     message = sent_message(subscriber(workspace), "<placeholder>")
@@ -612,7 +613,7 @@ def test_an_smtp_send_through_ses_is_found_by_its_message_id_header(
     event["mail"]["messageId"] = "0107018f3b0a1d2c-ses-own-id-000000"
     notification["Message"] = json.dumps(event)
 
-    assert post_ses(client, notification).status_code == 200
+    assert post_ses(client, sns, notification).status_code == 200
 
     assert Message.objects.get(pk=message.pk).delivered_at == T0 + timedelta(seconds=2)
 
@@ -697,15 +698,15 @@ def test_sendgrid_signed_event_webhook_is_verified(
 
 
 def test_ses_without_basic_auth_gets_the_challenge_and_with_a_wrong_one_is_refused(
-    client: Client, workspace: Workspace
+    client: Client, workspace: Workspace, sns: SnsSigner
 ) -> None:
     message = sent_message(subscriber(workspace), "0107018f3b0a1d2c-challenge-000000")
     notification = ses_notification(
         ses_bounce("Permanent", "smtp; 550 5.1.1 user unknown", message), message, T0
     )
 
-    challenge = post_ses(client, notification, HTTP_X_NOTHING="")
-    wrong = post_ses(client, notification, **auth("funnelwerk:guessed"))
+    challenge = post_ses(client, sns, notification, HTTP_X_NOTHING="")
+    wrong = post_ses(client, sns, notification, **auth("funnelwerk:guessed"))
 
     # SNS sends basic auth only after a 401 asking for it
     assert (challenge.status_code, challenge["WWW-Authenticate"]) == (
@@ -715,6 +716,161 @@ def test_ses_without_basic_auth_gets_the_challenge_and_with_a_wrong_one_is_refus
     assert wrong.status_code == 400
     assert Activity.objects.count() == 0
     assert status_of(message.contact) == "subscribed"
+
+
+def _post_sns_json(client: Client, message: dict[str, Any]) -> Any:
+    """POST an SNS message exactly as given (signed or not), with basic auth."""
+    return client.post(
+        reverse("anymail:amazon_ses_tracking_webhook"),
+        json.dumps(message),
+        content_type="text/plain; charset=UTF-8",
+        HTTP_X_AMZ_SNS_MESSAGE_TYPE=str(message.get("Type")),
+        HTTP_X_AMZ_SNS_MESSAGE_ID=str(message.get("MessageId")),
+        **auth(),
+    )
+
+
+def _ses_delivery(message: Message) -> dict[str, Any]:
+    delivery = {
+        "eventType": "Delivery",
+        "delivery": {
+            "timestamp": "2026-05-04T09:00:02.000Z",
+            "recipients": [message.contact.email],
+            "smtpResponse": "250 2.6.0 Message received",
+        },
+    }
+    return ses_notification(delivery, message, T0 + timedelta(seconds=2))
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_notification_signed_by_sns_is_recorded_and_its_certificate_fetched_once(
+    client: Client, workspace: Workspace, sns: SnsSigner, version: str
+) -> None:
+    # given two notifications signed as SNS signs them (SHA1withRSA or SHA256withRSA)
+    first, second = (sent_message(subscriber(workspace), f"ses-signed-{n}") for n in (1, 2))
+
+    # when both are posted
+    answers = [
+        _post_sns_json(client, sns.sign(_ses_delivery(m), version=version)) for m in (first, second)
+    ]
+
+    # then both are recorded, and the signing certificate was fetched once (then cached)
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert Activity.objects.filter(kind="delivered").count() == 2
+    assert sns.requests == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(
+            lambda m: {**m, "Message": m["Message"].replace("Delivery", "Bounce")}, id="message"
+        ),
+        pytest.param(lambda m: {**m, "Timestamp": "2026-05-04T09:00:03.000Z"}, id="timestamp"),
+        pytest.param(
+            lambda m: {**m, "Signature": base64.b64encode(b"x" * 256).decode()}, id="signature"
+        ),
+        pytest.param(lambda m: {k: v for k, v in m.items() if k != "Signature"}, id="no-signature"),
+        pytest.param(lambda m: {**m, "SignatureVersion": "3"}, id="unknown-version"),
+    ],
+)
+def test_an_altered_or_unsigned_notification_is_refused_and_records_nothing(
+    client: Client,
+    workspace: Workspace,
+    sns: SnsSigner,
+    tamper: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    # given a signed notification, changed after signing
+    message = sent_message(subscriber(workspace), "ses-tampered")
+    notification = tamper(sns.sign(_ses_delivery(message)))
+
+    # when it is posted with the right basic auth
+    answer = _post_sns_json(client, notification)
+
+    # then it is refused before anymail reads it
+    assert answer.status_code == 403
+    assert Activity.objects.count() == 0
+    assert snapshot(message)[0][2] is None  # not delivered
+
+
+def test_a_certificate_url_off_the_sns_hosts_is_never_fetched(
+    client: Client, workspace: Workspace, sns: SnsSigner
+) -> None:
+    # given a notification signed with our key but naming a certificate on another host
+    message = sent_message(subscriber(workspace), "ses-elsewhere")
+    elsewhere = sns.url.replace("127.0.0.1", "localhost")
+    notification = sns.sign(_ses_delivery(message), url=elsewhere)
+
+    # when it is posted
+    answer = _post_sns_json(client, notification)
+
+    # then it is refused without fetching anything
+    assert answer.status_code == 403
+    assert sns.requests == 0
+    assert Activity.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-abc123.pem", True),
+        ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", True),
+        ("http://sns.eu-central-1.amazonaws.com/SimpleNotificationService-abc.pem", False),
+        ("https://sns.eu-central-1.amazonaws.com.evil.example/cert.pem", False),
+        ("https://evil.example/sns.eu-central-1.amazonaws.com/cert.pem", False),
+        ("https://s3.amazonaws.com/bucket/cert.pem", False),
+        ("https://sns.eu-central-1.amazonaws.com/cert.txt", False),
+        ("https://sns.eu-central-1.amazonaws.com/cert.pem?x=1", False),
+        ("https://user@sns.eu-central-1.amazonaws.com/cert.pem", False),
+        (None, False),
+    ],
+)
+def test_signing_certificates_come_only_from_sns_hosts_of_aws(url: Any, allowed: bool) -> None:
+    assert signing_cert_url_allowed(url) is allowed
+
+
+def test_an_expired_signing_certificate_is_refused(
+    client: Client, workspace: Workspace, settings: Any
+) -> None:
+    settings.WEBHOOKS_ALLOW_INSECURE_LOOPBACK = True
+    settings.SNS_SIGNING_CERT_HOSTS = r"127\.0\.0\.1"
+    expired = SnsSigner(expired=True)
+    try:
+        message = sent_message(subscriber(workspace), "ses-expired")
+        answer = _post_sns_json(client, expired.sign(_ses_delivery(message)))
+    finally:
+        expired.close()
+    assert answer.status_code == 403
+    assert Activity.objects.count() == 0
+
+
+def test_an_unsigned_subscription_confirmation_is_refused(
+    client: Client, workspace: Workspace, sns: SnsSigner
+) -> None:
+    # anymail would otherwise confirm the subscription (load its SubscribeURL)
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": str(uuid.uuid4()),
+        "Token": secrets.token_hex(32),
+        "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-events",
+        "Message": "You have chosen to subscribe to the topic.",
+        "SubscribeURL": "https://sns.eu-central-1.amazonaws.com/?Action=ConfirmSubscription",
+        "Timestamp": "2026-05-04T09:00:00.000Z",
+    }
+    assert _post_sns_json(client, confirmation).status_code == 403
+    assert sns.requests == 0
+
+
+def test_sns_signatures_can_be_switched_off_for_a_relay(
+    client: Client, workspace: Workspace, settings: Any
+) -> None:
+    # given SES_VERIFY_SNS_SIGNATURES=false and an unsigned notification
+    settings.SES_VERIFY_SNS_SIGNATURES = False
+    message = sent_message(subscriber(workspace), "ses-unsigned")
+
+    # when it is posted with the basic auth, it is recorded (the basic auth still applies)
+    assert _post_sns_json(client, _ses_delivery(message)).status_code == 200
+    assert Activity.objects.filter(kind="delivered").count() == 1
 
 
 def test_without_a_webhook_secret_the_webhooks_are_refused(
@@ -847,7 +1003,9 @@ def test_the_esps_unsubscribe_link_unsubscribes_from_everything(
     assert Message.objects.get(pk=queued.pk).status == MessageStatus.CANCELLED
 
 
-def test_three_soft_bounces_in_a_row_suppress(client: Client, workspace: Workspace) -> None:
+def test_three_soft_bounces_in_a_row_suppress(
+    client: Client, workspace: Workspace, sns: SnsSigner
+) -> None:
     contact = subscriber(workspace)
     messages = [
         sent_message(contact, f"0107018f-soft-{number}", at=T0 + timedelta(days=number))
@@ -863,9 +1021,9 @@ def test_three_soft_bounces_in_a_row_suppress(client: Client, workspace: Workspa
     ]
 
     for notification in notifications[:2]:
-        assert post_ses(client, notification).status_code == 200
+        assert post_ses(client, sns, notification).status_code == 200
     after_two = (status_of(contact), suppressed(contact))
-    assert post_ses(client, notifications[2]).status_code == 200
+    assert post_ses(client, sns, notifications[2]).status_code == 200
 
     assert after_two == ("subscribed", None)
     assert (status_of(contact), suppressed(contact)) == ("bounced", "bounced")
