@@ -76,19 +76,24 @@ MILESTONE_WEBHOOKS = {
 }
 
 
-def _complaint_guard(workspace_ids: set[Any]) -> None:
+def on_message_complaints(
+    sender: Any, *, milestone: str, message_ids: list[str], **kwargs: Any
+) -> None:
+    """A complaint runs the complaint-rate guard of its workspace (which may pause its
+    sending), whatever webhooks the workspace has."""
     from campaigns.complaints import complaint_guard
 
-    for workspace_id in workspace_ids:
+    if milestone != "complained" or not message_ids:
+        return
+    for workspace_id in set(message_workspaces(message_ids).values()):
         complaint_guard(workspace_id)
 
 
 def on_message_milestones(
     sender: Any, *, milestone: str, message_ids: list[str], **kwargs: Any
 ) -> None:
-    """A complaint runs the complaint-rate guard; then the workspace's webhook endpoints hear of
-    sends, deliveries, human opens and clicks, bounces and complaints (machine opens and bot
-    clicks are no milestone of these)."""
+    """The workspace's webhook endpoints hear of sends, deliveries, human opens and clicks,
+    bounces and complaints (machine opens and bot clicks are no milestone of these)."""
     from campaigns.models import Message
     from funnel.webhooks import webhooks_enqueue, workspaces_wanting
 
@@ -96,12 +101,9 @@ def on_message_milestones(
     if event_type is None or not message_ids:
         return
     wanting = workspaces_wanting(event_type)
-    if milestone != "complained" and not wanting:
+    if not wanting:
         return
-    of_messages = set(message_workspaces(message_ids).values())
-    if milestone == "complained":
-        _complaint_guard(of_messages)
-    workspaces = of_messages & wanting
+    workspaces = set(message_workspaces(message_ids).values()) & wanting
     if not workspaces:
         return
     messages = Message.objects.filter(pk__in=message_ids, workspace_id__in=workspaces)
@@ -136,6 +138,9 @@ def connect() -> None:
     )
     funnel_signals.stage_changed.connect(
         on_stage_changed, dispatch_uid="campaigns.engine.stage_changed"
+    )
+    campaign_signals.message_milestones.connect(
+        on_message_complaints, dispatch_uid="campaigns.complaints.message_milestones"
     )
     campaign_signals.message_milestones.connect(
         on_message_milestones, dispatch_uid="campaigns.webhooks.message_milestones"
