@@ -547,7 +547,8 @@ def esp_reports_record(reports: Iterable[EspReport]) -> EspRecordResult:
             "%d ESP events for unknown messages ignored (e.g. %s)", len(unknown), unknown[:3]
         )
     # Every message this batch may write to, locked in one order before any write: a batch
-    # over the same messages in another order waits instead of deadlocking.
+    # over the same messages in another order waits instead of deadlocking (hits_write below
+    # does not lock them again).
     messages_lock(message.id for message in messages.values())
     now = timezone.now()
     inserted = activities_insert(

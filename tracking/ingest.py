@@ -231,8 +231,10 @@ def hits_write(
     hits: list[Hit], *, known: Mapping[uuid.UUID, MessageFacts] | None = None
 ) -> WriteResult:
     """Store `hits` (each at most once, by key) and apply what the new ones mean. `known`:
-    facts of messages the caller has read already (the ESP webhooks), not read again."""
-    facts = dict(known or {})
+    facts of messages the caller has read and locked already (the ESP webhooks, see
+    tracking.esp), neither read nor locked again."""
+    known = known or {}
+    facts = dict(known)
     missing = {hit.message_id for hit in hits if hit.message_id and hit.message_id not in facts}
     facts.update(_message_facts(missing) if missing else {})
     source_workspaces = _source_workspaces([hit for hit in hits if not hit.message_id])
@@ -267,7 +269,9 @@ def hits_write(
     inserted = activities_insert(rows)
     new = [row for row in rows if row.key in inserted]
     # The messages it writes to, locked in one order first (see campaigns.milestones).
-    messages_lock(row.message_id for row in new if row.message_id is not None)
+    messages_lock(
+        row.message_id for row in new if row.message_id is not None and row.message_id not in known
+    )
     _apply(new)
     # Anonymous rows set no milestone, so nothing else tells the rollups about them.
     anonymous_activity_announce(new)
