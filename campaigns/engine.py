@@ -58,7 +58,7 @@ from campaigns.models import (
     Sequence,
     SequenceStatus,
 )
-from campaigns.services import enrollment_create, messages_cancel_unsent
+from campaigns.services import enrollment_create, enrollments_end, messages_cancel_unsent
 from campaigns.tracking_links import with_utm
 from contacts.models import (
     Contact,
@@ -769,20 +769,20 @@ def enrollments_end_for_contacts(*, contact_ids: list[str], reason: str = "unsub
     """The contacts must get no further marketing mail: end all their active enrollments
     ("exited") and cancel their messages not yet handed to the mail service. Runs in the
     caller's transaction (the one that unsubscribed). Safe to run twice."""
-    now = timezone.now()
-    ended = Enrollment.objects.filter(
-        contact_id__in=contact_ids, status=EnrollmentStatus.ACTIVE
-    ).update(status=EnrollmentStatus.EXITED, exit_reason=reason, finished_at=now, next_run_at=None)
+    ended = enrollments_end(
+        Enrollment.objects.filter(contact_id__in=contact_ids),
+        status=EnrollmentStatus.EXITED,
+        reason=reason,
+    )
     messages_cancel_unsent(
         Message.objects.filter(contact_id__in=contact_ids), f"cancelled: {reason}"
     )
-    return int(ended)
+    return ended
 
 
 def goals_on_event(*, workspace_id: str, contact_id: str, name: str) -> int:
     """End as "converted" the contact's active enrollments of sequences with the goal
     {"type": "event", "name": name}; their unsent mails are cancelled. Safe to run twice."""
-    now = timezone.now()
     goal = {"type": "event", "name": name}
     enrollments = Enrollment.objects.filter(
         workspace_id=workspace_id, contact_id=contact_id, status=EnrollmentStatus.ACTIVE
@@ -799,14 +799,13 @@ def goals_on_event(*, workspace_id: str, contact_id: str, name: str) -> int:
         ]
     if not ids:
         return 0
-    converted = Enrollment.objects.filter(pk__in=ids, status=EnrollmentStatus.ACTIVE).update(
+    converted = enrollments_end(
+        Enrollment.objects.filter(pk__in=ids),
         status=EnrollmentStatus.CONVERTED,
-        exit_reason=f"goal: {name}",
-        finished_at=now,
-        next_run_at=None,
+        reason=f"goal: {name}",
     )
     messages_cancel_unsent(Message.objects.filter(enrollment_id__in=ids), f"cancelled: goal {name}")
-    return int(converted)
+    return converted
 
 
 # --- triggers

@@ -175,6 +175,17 @@ def messages_cancel_unsent(messages: QuerySet[Message], reason: str) -> int:
     )
 
 
+def enrollments_end(enrollments: QuerySet[Enrollment], *, status: str, reason: str) -> int:
+    """End those of `enrollments` still active with `status` ("exited", "converted") and
+    `reason`; returns how many. Their mails are the caller's to cancel (messages_cancel_unsent):
+    which ones differs (a run's, or all of a contact's)."""
+    return int(
+        enrollments.filter(status=EnrollmentStatus.ACTIVE).update(
+            status=status, exit_reason=reason[:200], finished_at=timezone.now(), next_run_at=None
+        )
+    )
+
+
 @transaction.atomic
 def enrollment_create(
     *, sequence: Sequence, contact: Contact, reason: str = "manual"
@@ -202,7 +213,7 @@ def enrollment_create(
     try:
         with transaction.atomic():
             if restart:
-                _runs_restart(list(active.values_list("pk", flat=True)), now)
+                _runs_restart(list(active.values_list("pk", flat=True)))
             return Enrollment.objects.create(
                 workspace_id=sequence.workspace_id,
                 sequence=sequence,
@@ -216,12 +227,14 @@ def enrollment_create(
         return None
 
 
-def _runs_restart(enrollment_ids: list[Any], now: Any) -> None:
+def _runs_restart(enrollment_ids: list[Any]) -> None:
     """End the runs a new entry restarts (re-entry `always`) and cancel their unsent mails."""
     if not enrollment_ids:
         return
-    Enrollment.objects.filter(pk__in=enrollment_ids, status=EnrollmentStatus.ACTIVE).update(
-        status=EnrollmentStatus.EXITED, exit_reason="restarted", finished_at=now, next_run_at=None
+    enrollments_end(
+        Enrollment.objects.filter(pk__in=enrollment_ids),
+        status=EnrollmentStatus.EXITED,
+        reason="restarted",
     )
     messages_cancel_unsent(
         Message.objects.filter(enrollment_id__in=enrollment_ids), "cancelled: the run restarted"
